@@ -50,49 +50,49 @@ def _bone(s, t, half_len, half_w):
 
 def _fractured_bone(cls, s, t, half_len, hw, rng):
     "Bone intensity with the fracture pattern of class index `cls` drawn around s0 on the shaft."
-    s0 = rng.uniform(-0.25, 0.25) * half_len
+    s0 = rng.uniform(-0.15, 0.15) * half_len
     ds = s - s0
-    gw = rng.uniform(0.12, 0.18) * hw  # crack half-width
+    gw = rng.uniform(0.2, 0.28) * hw  # crack half-width
     name = DEMO_CLASSES[cls].split()[0].lower()
-    if name == 'greenstick':  # bent shaft, crack only on the convex (tension) side
-        side = rng.choice([-1, 1])
-        bend = np.tan(np.radians(rng.uniform(12, 22))) * 2.0 * np.logaddexp(0, ds / 2.0)
-        t = t - side * bend
-        depth = rng.uniform(0.35, 0.6)  # fraction of the width that is cracked
-        on_side = np.clip((-side * t / hw - (1 - 2 * depth)) * 3, 0, 1)
-        crack = _gap(ds - 0.3 * t, gw) * on_side
-        return _bone(s, t, half_len, hw) * (1 - 0.85 * crack)
+    if name == 'greenstick':  # smoothly bowed shaft, wedge crack on the convex (tension) side only
+        side, soft = rng.choice([-1, 1]), 0.6 * hw
+        t = t - side * np.tan(np.radians(rng.uniform(24, 36))) * soft * np.logaddexp(0, ds / soft)
+        depth = rng.uniform(0.3, 0.5)  # fraction of the width that is cracked
+        outer = -side * t / hw  # 1 at the convex cortex, -1 at the concave one
+        wedge = _gap(ds, gw * np.clip(outer, 0.2, 1)) * np.clip((outer - (1 - 2 * depth)) * 3, 0, 1)
+        return _bone(s, t, half_len, hw) * (1 - 0.85 * wedge)
     if name == 'transverse':  # straight gap perpendicular to the shaft, slight shift
         line = ds
-    elif name == 'oblique':  # straight gap at 30-45 degrees to the perpendicular
-        line = ds - rng.choice([-1, 1]) * np.tan(np.radians(rng.uniform(30, 45))) * t
+    elif name == 'oblique':  # long straight gap at 45-60 degrees to the perpendicular
+        line = ds - rng.choice([-1, 1]) * np.tan(np.radians(rng.uniform(45, 60))) * t
     if name in ('transverse', 'oblique'):
-        shift = rng.uniform(0.1, 0.35) * hw * rng.choice([-1, 1])
+        shift = rng.uniform(0.35, 0.6) * hw * rng.choice([-1, 1])
         t = t - shift * (1 / (1 + np.exp(-line / 1.5)))  # distal fragment displaced sideways
         return _bone(s, t, half_len, hw) * (1 - 0.9 * _gap(line, gw))
     if name == 'spiral':  # helix seen from the side: strong front S-curve, fainter back turns
-        x = ds / (rng.uniform(1.6, 2.4) * hw)  # one helix turn spans -2 < x < 2
+        x = ds / (rng.uniform(1.0, 1.4) * hw)  # one helix turn spans -2 < x < 2
         curve = rng.choice([-1, 1]) * 1.05 * hw * np.sin(0.5 * np.pi * np.clip(x, -2, 2))
-        strength = np.where(np.abs(x) < 1, 1.0, 0.5) * np.clip((2 - np.abs(x)) * 4, 0, 1)
+        strength = np.where(np.abs(x) < 1, 1.0, 0.9) * np.clip((2 - np.abs(x)) * 4, 0, 1)
         crack = _gap(t - curve, gw) * strength
         return _bone(s, t, half_len, hw) * (1 - 0.9 * crack)
     # comminuted: several crossing gaps plus loose bright fragments beside the shaft
     crack = np.zeros_like(s)
-    for _ in range(rng.integers(3, 6)):
-        a = rng.uniform(0, np.pi)
+    for _ in range(rng.integers(4, 7)):
+        a = np.radians(rng.uniform(-65, 65))  # line normal within 65 deg of the axis: no lengthwise gaps
         line = (ds - rng.uniform(-1.2, 1.2) * hw) * np.cos(a) + t * np.sin(a)
         crack = np.maximum(crack, _gap(line, gw))
-    crack *= np.abs(ds) < 2.2 * hw
+    crack *= np.clip((2.2 * hw - np.abs(ds)) / (0.3 * hw), 0, 1)
     img = _bone(s, t, half_len, hw) * (1 - 0.9 * crack)
-    for _ in range(rng.integers(1, 3)):
+    for _ in range(rng.integers(2, 4)):
         fs, ft = ds - rng.uniform(-1.5, 1.5) * hw, t - rng.choice([-1, 1]) * rng.uniform(1.1, 1.5) * hw
         img = img + 0.8 * np.clip(1 - np.hypot(fs / (0.5 * hw), ft / (0.25 * hw)), 0, 1) ** 0.5
     return img
 
 
 def render_xray(cls: int, rng: np.random.Generator, size: int = 96) -> np.ndarray:
-    "Render one uint8 grayscale image of class index `cls`; height and width are `size` +-25 %."
-    h, w = (int(round(size * f)) for f in rng.uniform(0.75, 1.25, 2))
+    "Render one uint8 grayscale image of class index `cls`, about `size` px (-20..+25 %), rarely square."
+    scale, aspect = rng.uniform(0.8, 1.25), rng.uniform(0.85, 1.18)
+    h, w = int(round(size * scale * aspect ** 0.5)), int(round(size * scale / aspect ** 0.5))
     m = min(h, w)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     # background: dark, with a linear gradient
@@ -100,22 +100,22 @@ def render_xray(cls: int, rng: np.random.Generator, size: int = 96) -> np.ndarra
     img = rng.uniform(0.03, 0.12) + g[0] * (xx / w - 0.5) + g[1] * (yy / h - 0.5)
     # main bone, roughly vertical, fracture near the image centre
     cx, cy = w / 2 + rng.uniform(-0.12, 0.12) * m, h / 2 + rng.uniform(-0.12, 0.12) * m
-    theta = np.pi / 2 + np.radians(rng.uniform(-35, 35))
+    theta = np.pi / 2 + np.radians(rng.uniform(-15, 15))
     u, v = np.array([np.cos(theta), np.sin(theta)]), np.array([-np.sin(theta), np.cos(theta)])
     s, t = (xx - cx) * u[0] + (yy - cy) * u[1], (xx - cx) * v[0] + (yy - cy) * v[1]
-    half_len, hw = rng.uniform(0.45, 0.7) * max(h, w), rng.uniform(0.12, 0.16) * m
+    half_len, hw = rng.uniform(0.45, 0.7) * max(h, w), rng.uniform(0.16, 0.2) * m
     # soft tissue haze around the bone(s)
     tissue_w = rng.uniform(3.0, 4.5) * hw
     img = img + rng.uniform(0.08, 0.18) * np.clip((tissue_w - np.abs(t)) / (0.5 * tissue_w), 0, 1)
     bones = _fractured_bone(cls, s, t, half_len, hw, rng)
-    if rng.random() < 0.5:  # second, thinner, intact bone alongside (radius/ulna, tibia/fibula)
+    if rng.random() < 0.35:  # second, thinner, intact bone alongside (radius/ulna, tibia/fibula)
         off, tilt = rng.choice([-1, 1]) * rng.uniform(2.1, 2.8) * hw, rng.uniform(-0.06, 0.06)
         bones = bones + _bone(s, t - off - tilt * s, half_len, rng.uniform(0.55, 0.8) * hw)
     img = img + rng.uniform(0.55, 0.8) * bones
     # acquisition: blur, noise, contrast/brightness/gamma
     img = np.asarray(Image.fromarray(np.clip(img * 255, 0, 255).astype(np.uint8))
                      .filter(ImageFilter.GaussianBlur(rng.uniform(0.4, 1.0))), np.float32) / 255
-    img = img + rng.normal(0, rng.uniform(0.015, 0.04), img.shape)
+    img = img + rng.normal(0, rng.uniform(0.01, 0.03), img.shape)
     img = np.clip(img * rng.uniform(0.85, 1.15) + rng.uniform(-0.04, 0.04), 0, 1) ** rng.uniform(0.8, 1.25)
     return (img * 255).round().astype(np.uint8)
 
@@ -125,7 +125,7 @@ def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
     if kind == 'mirror':
         return img[:, ::-1]
     if kind == 'pad':
-        p = max(2, int(rng.uniform(0.06, 0.12) * min(img.shape)))
+        p = max(2, int(rng.uniform(0.03, 0.06) * min(img.shape)))
         return np.pad(img, p)
     if kind == 'contrast':
         x = (img / 255.0) ** rng.uniform(0.7, 0.85) * rng.uniform(0.85, 0.95)
