@@ -5,7 +5,7 @@
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/91_main.ipynb #a116d6d8
+# %% ../nbs/91_main.ipynb #dccd7ca3
 #| eval: false
 import sys
 from .cli import main
