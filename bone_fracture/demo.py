@@ -6,7 +6,7 @@
 __all__ = ['DEMO_CLASSES', 'DATASET_DIR', 'LEAK_TRANSFORMS', 'N_CROSS_LABEL_LEAKS', 'FRACTURES', 'render_xray', 'near_copy',
            'make_demo_dataset', 'PlantedDuplicate', 'planted_duplicates']
 
-# %% ../nbs/00_demo.ipynb #24c34c21
+# %% ../nbs/00_demo.ipynb #fb45e79c
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ LEAK_TRANSFORMS = ('mirror', 'pad', 'contrast', 'rot90')
 N_CROSS_LABEL_LEAKS = 2  # planted near-copies filed under another class
 _NAME_RE = re.compile(r'^(?P<source>.+)_jpg\.rf\.[0-9a-f]{32}\.jpg$')
 
-# %% ../nbs/00_demo.ipynb #f8132f87
+# %% ../nbs/00_demo.ipynb #3fe5c81f
 def _roboflow_name(source: str, copy: int, seed: int) -> str:
     "File name `<source>_jpg.rf.<32 hex>.jpg`; the hash is derived from seed, source and copy index."
     digest = hashlib.md5(f'{seed}/{source}/{copy}'.encode()).hexdigest()
@@ -100,7 +100,7 @@ def _greenstick(s, t, half_len, hw, gw, rng):
 
 FRACTURES = dict(zip(DEMO_CLASSES, [_transverse, _oblique, _spiral, _comminuted, _greenstick]))
 
-# %% ../nbs/00_demo.ipynb #eeeee76d
+# %% ../nbs/00_demo.ipynb #32cb409e
 def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
     "Render one uint8 grayscale image of class `label`, about `size` px (-20..+25 %), rarely square."
     scale, aspect = rng.uniform(0.8, 1.25), rng.uniform(0.85, 1.18)
@@ -119,6 +119,11 @@ def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndar
     # soft tissue haze around the bone(s)
     tissue_w = rng.uniform(3.0, 4.5) * hw
     img = img + rng.uniform(0.08, 0.18) * np.clip((tissue_w - np.abs(t)) / (0.5 * tissue_w), 0, 1)
+    # mottled soft tissue: a smooth random texture that makes every image's fine structure its own, as in
+    # real X-rays (without it, different demo images look alike to the near-duplicate audit)
+    mottle = Image.fromarray(rng.integers(0, 256, (h, w), dtype=np.uint8)).filter(ImageFilter.GaussianBlur(m / 24))
+    mottle = np.asarray(mottle, np.float32)
+    img = img + rng.uniform(0.25, 0.35) * (mottle - mottle.mean()) / (mottle.std() + 1e-6) * 0.25
     bones = FRACTURES[label](s, t, half_len, hw, rng.uniform(0.2, 0.28) * hw, rng)  # break at s = 0
     if rng.random() < 0.35:  # second, thinner, intact bone alongside (radius/ulna, tibia/fibula)
         off, tilt = rng.choice([-1, 1]) * rng.uniform(2.1, 2.8) * hw, rng.uniform(-0.06, 0.06)
@@ -131,7 +136,7 @@ def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndar
     img = np.clip(img * rng.uniform(0.85, 1.15) + rng.uniform(-0.04, 0.04), 0, 1) ** rng.uniform(0.8, 1.25)
     return (img * 255).round().astype(np.uint8)
 
-# %% ../nbs/00_demo.ipynb #229bcc04
+# %% ../nbs/00_demo.ipynb #f0bf7ad4
 def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     "A near-duplicate of `img`: 'mirror', 'pad' (black border), 'contrast' or 'rot90'."
     if kind == 'mirror':
@@ -146,7 +151,7 @@ def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
         return np.rot90(img, rng.choice([1, 3]))
     raise ValueError(f'unknown near-copy kind {kind!r}')
 
-# %% ../nbs/00_demo.ipynb #943a8f95
+# %% ../nbs/00_demo.ipynb #46546b29
 def _leak_plan(n_classes, n_train, rng):
     """Planted near-copies as (src_class, train_index, dst_class, test_slot, transform):
     one same-label copy per class in test slot 0, then `N_CROSS_LABEL_LEAKS` copies filed under
@@ -201,7 +206,7 @@ def make_demo_dataset(dest, n_train: int = 40, n_test: int = 10, size: int = 96,
                 save(render_xray(DEMO_CLASSES[c], img_rng, size), c, 'Test', source, 0)
     return root
 
-# %% ../nbs/00_demo.ipynb #1e13f6d7
+# %% ../nbs/00_demo.ipynb #e37f6a23
 @dataclass(frozen=True)
 class PlantedDuplicate:
     "A Train image and its planted near-copy in Test."
