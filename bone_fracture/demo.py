@@ -6,7 +6,7 @@
 __all__ = ['DEMO_CLASSES', 'DATASET_DIR', 'LEAK_TRANSFORMS', 'N_CROSS_LABEL_LEAKS', 'FRACTURES', 'render_xray', 'near_copy',
            'make_demo_dataset', 'PlantedDuplicate', 'planted_duplicates']
 
-# %% ../nbs/00_demo.ipynb #fb45e79c
+# %% ../nbs/00_demo.ipynb #1f6019cc
 import hashlib
 import re
 from dataclasses import dataclass
@@ -22,7 +22,7 @@ LEAK_TRANSFORMS = ('mirror', 'pad', 'contrast', 'rot90')
 N_CROSS_LABEL_LEAKS = 2  # planted near-copies filed under another class
 _NAME_RE = re.compile(r'^(?P<source>.+)_jpg\.rf\.[0-9a-f]{32}\.jpg$')
 
-# %% ../nbs/00_demo.ipynb #3fe5c81f
+# %% ../nbs/00_demo.ipynb #14aa1134
 def _roboflow_name(source: str, copy: int, seed: int) -> str:
     "File name `<source>_jpg.rf.<32 hex>.jpg`; the hash is derived from seed, source and copy index."
     digest = hashlib.md5(f'{seed}/{source}/{copy}'.encode()).hexdigest()
@@ -100,7 +100,7 @@ def _greenstick(s, t, half_len, hw, gw, rng):
 
 FRACTURES = dict(zip(DEMO_CLASSES, [_transverse, _oblique, _spiral, _comminuted, _greenstick]))
 
-# %% ../nbs/00_demo.ipynb #32cb409e
+# %% ../nbs/00_demo.ipynb #046f3535
 def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
     "Render one uint8 grayscale image of class `label`, about `size` px (-20..+25 %), rarely square."
     scale, aspect = rng.uniform(0.8, 1.25), rng.uniform(0.85, 1.18)
@@ -136,7 +136,7 @@ def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndar
     img = np.clip(img * rng.uniform(0.85, 1.15) + rng.uniform(-0.04, 0.04), 0, 1) ** rng.uniform(0.8, 1.25)
     return (img * 255).round().astype(np.uint8)
 
-# %% ../nbs/00_demo.ipynb #f0bf7ad4
+# %% ../nbs/00_demo.ipynb #ca95141d
 def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
     "A near-duplicate of `img`: 'mirror', 'pad' (black border), 'contrast' or 'rot90'."
     if kind == 'mirror':
@@ -151,7 +151,7 @@ def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarra
         return np.rot90(img, rng.choice([1, 3]))
     raise ValueError(f'unknown near-copy kind {kind!r}')
 
-# %% ../nbs/00_demo.ipynb #46546b29
+# %% ../nbs/00_demo.ipynb #9e77d398
 def _leak_plan(n_classes, n_train, rng):
     """Planted near-copies as (src_class, train_index, dst_class, test_slot, transform):
     one same-label copy per class in test slot 0, then `N_CROSS_LABEL_LEAKS` copies filed under
@@ -206,7 +206,7 @@ def make_demo_dataset(dest, n_train: int = 40, n_test: int = 10, size: int = 96,
                 save(render_xray(DEMO_CLASSES[c], img_rng, size), c, 'Test', source, 0)
     return root
 
-# %% ../nbs/00_demo.ipynb #e37f6a23
+# %% ../nbs/00_demo.ipynb #ad22be10
 @dataclass(frozen=True)
 class PlantedDuplicate:
     "A Train image and its planted near-copy in Test."
