@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fastcore.parallel import parallel
 
-from .data import DataError, get_data, scan_files, audit_files, open_image
+from .data import DataError, get_data, scan_files, audit_files
 
 # %% auto #0
 __all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'source_name',

@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #e842039c
 from __future__ import annotations
-import os, re
+import os
 from pathlib import Path
 
 import numpy as np

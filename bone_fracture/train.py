@@ -5,12 +5,11 @@
 # %% ../nbs/20_training.ipynb #597e2d58
 from __future__ import annotations
 import json, os, platform, shutil, time
-from dataclasses import dataclass, asdict, field
+from dataclasses import dataclass, asdict
 from pathlib import Path
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # TensorFlow's C++ info lines drown Keras' own progress
 import keras
-import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -4,12 +4,10 @@
 
 # %% ../nbs/22_transfer.ipynb #1c8d77dd
 from __future__ import annotations
-import json, time
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import layers
 
 from .custom_cnn import augmentation
