@@ -33,12 +33,12 @@ def custom_cnn(num_classes:int,               # number of classes
                widths=(32, 64, 128, 256),     # filters of the conv blocks
                dropout:float=0.4,             # dropout before the classifier
                weight_decay:float=1e-4,       # L2 penalty on the convolution kernels
-               augment:bool=True,             # include the augmentation layers
+               augment:float=1.0,             # augmentation strength: 0 none, 1 the defaults of `augmentation`, 2 twice as strong
               )->keras.Model:                 # uint8 images in, class probabilities out
     "The study's custom CNN: augmentation, stride-2 stem, conv blocks, global average pooling, dropout, softmax."
     inputs = keras.Input((image_size, image_size, 3), dtype='uint8', name='image')
     x = layers.Rescaling(1 / 255, name='scale')(inputs)
-    if augment: x = augmentation()(x)
+    if augment: x = augmentation(rotation=0.05 * augment, zoom=0.1 * augment, contrast=min(0.2 * augment, 0.9))(x)
     x = layers.Conv2D(widths[0], 5, strides=2, padding='same', use_bias=False, name='stem_conv')(x)
     x = layers.BatchNormalization(momentum=0.9, name='stem_bn')(x)
     x = layers.ReLU(name='stem_relu')(x)

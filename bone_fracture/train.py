@@ -229,6 +229,7 @@ class TrainConfig:
     cached_features:bool = True # phase 1 on cached backbone features
     patience:int = 12
     monitor:str = 'val_loss'    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
+    augment:float = 1.0         # custom CNN: augmentation strength (0 none, 1 default, 2 twice as strong)
     precision:str = 'auto'      # see `resolve_precision`
     strategy:str = 'default'    # 'mirrored': tf.distribute.MirroredStrategy over all GPUs (or logical CPUs)
     seed:int = 0
@@ -247,7 +248,7 @@ def build_model(cfg:TrainConfig, num_classes:int)->keras.Model:
     from bone_fracture.custom_cnn import custom_cnn
     from bone_fracture.vgg16 import vgg16
     from bone_fracture.resnet50 import resnet50
-    if cfg.model == 'custom': return custom_cnn(num_classes, cfg.image_size)
+    if cfg.model == 'custom': return custom_cnn(num_classes, cfg.image_size, augment=cfg.augment)
     return {'vgg16': vgg16, 'resnet50': resnet50}[cfg.model](num_classes, cfg.image_size, cfg.weights)
 
 def load_run_model(run:Path)->keras.Model:
