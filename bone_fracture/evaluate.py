@@ -389,14 +389,15 @@ FIGURES = ('metrics.png', 'per_class_f1.png', 'curves.png', 'reliability.png', '
 
 def results_markdown(results:dict)->str:
     "The report's tables in Markdown, all generated from `results`."
-    parts = ['## Headline metrics (95 % bootstrap CI)\n', to_markdown(results_table(results))]
+    parts = ['## Headline metrics (95 % bootstrap CI)\n', to_markdown(results_table(results).rename_axis('evaluation'))]
     if results['seeds']:
         s = pd.DataFrame(results['seeds'])
         s = pd.DataFrame({'model': s.model, 'test set': s.test_set, 'runs': s.runs,
                           **{k.replace('_', ' '): [f'{m:.3f} ± {d:.3f}' for m, d in zip(s[f'{k}_mean'], s[f'{k}_std'])] for k in HEADLINE}})
         parts += ['\n## Mean ± sd over seeds\n', to_markdown(s, index=False)]
     if results['mcnemar']:
-        parts += ['\n## McNemar (exact) for each pair of models on the same images\n', to_markdown(pd.DataFrame(results['mcnemar']), index=False)]
+        m = pd.DataFrame(results['mcnemar']).assign(p_value=lambda d: d.p_value.map(lambda p: f'{p:.2g}'))
+        parts += ['\n## McNemar (exact) for each pair of models on the same images\n', to_markdown(m, index=False)]
     if results['leak']:
         parts += ['\n## The leak: official test, with and without near-copies of training images\n', to_markdown(pd.DataFrame(results['leak']), index=False)]
     return ''.join(parts)

@@ -160,8 +160,8 @@ def head_model(model:keras.Model)->keras.Model:
 def pooled_features(model:keras.Model, ds)->tuple[np.ndarray, np.ndarray]:
     "Run the frozen backbone once over `ds`: pooled features and labels."
     extractor = keras.Model(model.inputs, model.get_layer('pool').output)
-    feats, labels = zip(*[(extractor(x, training=False), y) for x, y in ds])
-    return np.concatenate(feats).astype('float32'), np.concatenate(labels)
+    feats = extractor.predict(ds, verbose=0)   # compiled, inference mode; `ds` is cached and not shuffled
+    return feats.astype('float32'), np.concatenate([y for _, y in ds])
 
 def copy_weights(src:keras.Model, dst:keras.Model, names=('dropout', 'classifier')):
     "Copy the weights of the named layers from `src` to `dst`."
