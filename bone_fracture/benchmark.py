@@ -4,15 +4,15 @@
 
 # %% ../nbs/50_benchmark.ipynb #27360715
 from __future__ import annotations
-import os, platform, time
+import time
 
 import keras
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .train import (TrainConfig, build_model, compile_model, cpu_has_bf16, head_model, pooled_features,
-                                 resolve_precision, study_data)
+from .train import (TrainConfig, build_model, compile_model, head_model, pooled_features, resolve_precision,
+                                 study_data)
 
 # %% auto #0
 __all__ = ['train_throughput', 'precision_table', 'phase1_timing']

@@ -18,8 +18,8 @@ import tensorflow as tf
 from scipy import stats
 from sklearn import metrics as skm
 
-from .data import BadImage, open_image
-from .pipeline import fit_square
+from .data import BadImage
+from .pipeline import load_image
 from .train import TrainConfig, load_run_model, read_history, study_data, _versions
 
 # %% auto #0
@@ -184,7 +184,7 @@ def predict(model,                 # run directory or .keras file
     size, rows, arrays = net.inputs[0].shape[1], [], []
     for f in map(str, images):
         try:
-            arrays.append(fit_square(open_image(Path(f))[0], size)); rows.append({'file': f, 'error': ''})
+            arrays.append(load_image(f, size)); rows.append({'file': f, 'error': ''})
         except BadImage as e: rows.append({'file': f, 'error': str(e)})
         except OSError as e: rows.append({'file': f, 'error': e.strerror or type(e).__name__})
     table = pd.DataFrame(rows, columns=['file', 'error'])
@@ -204,6 +204,7 @@ class Evaluation:
     "One model's predictions on one test set."
     run:str; model:str; split:str; seed:int; test_set:str
     paths:list; y:np.ndarray; probs:np.ndarray; classes:list
+    images:np.ndarray                    # the test images, uint8 at the run's size (decoded once)
     images_per_second:float; settings:dict
 
     @property
@@ -239,7 +240,7 @@ def evaluate_run(run:Path, data=None)->list[Evaluation]:
                 'epochs_run': info.get('epochs'), 'precision': info.get('precision'), 'train_images': info.get('images', {}).get('train')}
     def ev(name, mask):
         return Evaluation(str(run), cfg.model, cfg.split, cfg.seed, name, test.path[mask].tolist(), test.y.values[mask],
-                          probs[mask], classes, speed, settings)
+                          probs[mask], classes, images[mask], speed, settings)
     if cfg.split == 'leakage_free': return [ev('leakage_free', np.ones(len(test), bool))]
     subsets = [('official', np.ones(len(test), bool)), ('official_unleaked', ~test.leaked.values), ('official_leaked', test.leaked.values)]
     return [ev(name, mask) for name, mask in subsets if mask.any()]
@@ -367,19 +368,18 @@ def pick_gradcam_images(evaluations:list[Evaluation], n:int=6)->list[int]:
                 picked.append(np.flatnonzero(right[m] == want)[0])
     return list(dict.fromkeys(int(i) for i in picked))
 
-def plot_gradcam(evaluations:list[Evaluation], models:list, images:np.ndarray, idx:list):
-    "Rows: test images; columns: the X-ray, then each model's Grad-CAM with its prediction."
+def plot_gradcam(evaluations:list[Evaluation], models:list, idx:list):
+    "Rows: test images; columns: the X-ray, then each model's Grad-CAM (on its own input size) with its prediction."
     fig, axes = plt.subplots(len(idx), len(models) + 1, figsize=(2.6 * (len(models) + 1), 2.6 * len(idx)), squeeze=False)
     for j, (e, model) in enumerate(zip(evaluations, models), 1):
-        size = model.inputs[0].shape[1]
-        batch = np.stack([np.asarray(tf.image.resize(images[i], (size, size))).astype('uint8') for i in idx])
+        batch = e.images[idx]
         cams, _ = grad_cam(model, batch)
         for row, (i, cam) in enumerate(zip(idx, cams)):
             pred = e.probs[i].argmax()
             overlay(batch[row], cam, axes[row, j], f'{e.model}: {e.classes[pred]} ({e.probs[i, pred]:.2f})')
             axes[row, j].title.set_color('green' if pred == e.y[i] else 'red')
     for row, i in enumerate(idx):
-        axes[row, 0].imshow(images[i]); axes[row, 0].axis('off')
+        axes[row, 0].imshow(evaluations[0].images[i]); axes[row, 0].axis('off')
         axes[row, 0].set_title(f'true: {evaluations[0].classes[evaluations[0].y[i]]}', fontsize=8)
     fig.tight_layout()
     return fig
@@ -434,8 +434,7 @@ def evaluate_runs(runs:list,             # run directories
         plot_confusion(e.y, e.probs.argmax(1), e.classes, ax=row[0], title=f'{e.model}: counts')
         plot_confusion(e.y, e.probs.argmax(1), e.classes, normalize=True, ax=row[1], title=f'{e.model}: row-normalised')
     fig.tight_layout(); fig.savefig(out/'confusion.png', dpi=100)
-    test, images, _, _ = test_images(Path(shown[0].run), data)
     idx = pick_gradcam_images(shown, gradcam_images)
-    plot_gradcam(shown, [load_run_model(e.run) for e in shown], images, idx).savefig(out/'gradcam.png', dpi=100)
+    plot_gradcam(shown, [load_run_model(e.run) for e in shown], idx).savefig(out/'gradcam.png', dpi=100)
     plt.close('all')
     return results
