@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_audit.ipynb #945d4f45
 from __future__ import annotations
-import itertools, json, os, re, time, warnings
+import hashlib, itertools, json, os, re, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +19,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fastcore.parallel import parallel
 
-from .data import DataError, get_data, scan_files, audit_files
+from .data import DataError, cache_dir, get_data, scan_files, audit_files
 
 # %% auto #0
 __all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'source_name',
            'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint', 'hash_distances', 'highpass',
            'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates', 'duplicate_groups',
-           'group_holdout', 'leakage_free_split', 'leaked', 'leak_table', 'AuditResult', 'class_folders', 'run_audit']
+           'group_holdout', 'leakage_free_split', 'leaked', 'leak_table', 'AuditResult', 'pairs_key',
+           'cached_near_duplicates', 'class_folders', 'run_audit']
 
 # %% ../nbs/02_audit.ipynb #960f9702
 _SOURCE_RE = re.compile(r'^(?P<source>.+?)(?:_(?:jpe?g|png|bmp|gif|webp|tiff?))?\.rf(?:\.|[0-9a-f])', re.I)
@@ -255,6 +256,7 @@ class AuditResult:
     splits:pd.DataFrame      # every usable image: path, label, official, leakage_free, group
     empty_classes:list       # class folders without a usable image, left out
     seconds:float = 0.0
+    cached:bool = False      # the near-duplicate pairs came from the cache
 
     def summary(self)->dict:
         "The audit's numbers, as written to summary.json."
@@ -271,7 +273,7 @@ class AuditResult:
                 'groups_with_copies': int((group_sizes > 1).sum()), 'images_in_such_groups': int(group_sizes[group_sizes > 1].sum()),
                 'official_test_images_with_copy_in_train': int(leaked(s, d).sum()),
                 'leakage_free_test_images_with_copy_in_train': int(leaked(s, d, 'leakage_free').sum()),
-                'seconds': round(self.seconds, 1)}
+                'near_duplicates_cached': self.cached, 'seconds': round(self.seconds, 1)}
 
     def report(self)->str:
         "A few lines for a person: classes, counts per split, skipped files, duplicates and leaks."
@@ -287,7 +289,7 @@ class AuditResult:
                   f"Leaks: {m['cross_split_pairs']} pairs cross the official split; "
                   f"{m['official_test_images_with_copy_in_train']} of {m['official'].get('test', 0)} official test images "
                   f"have a near-copy in train; {m['different_label_pairs']} pairs carry different labels",
-                  f"Audit took {m['seconds']} s"]
+                  f"Audit took {m['seconds']} s" + (" (near-duplicate pairs from the cache)" if m['near_duplicates_cached'] else "")]
         return '\n'.join(lines)
 
     def save(self, out:Path)->Path:
@@ -299,6 +301,25 @@ class AuditResult:
         (out/'summary.json').write_text(json.dumps(self.summary(), indent=2) + '\n')
         return out
 
+# %% ../nbs/02_audit.ipynb #03e7e5d8
+def pairs_key(root:Path, images:pd.DataFrame)->str:
+    "A key for the near-duplicate pairs of `images`: their paths and bytes, and the audit's code."
+    import bone_fracture.audit as this  # the module's bytes: a new rule or threshold is a new key
+    h = hashlib.sha256(Path(this.__file__).read_bytes())
+    for path in images.path: h.update(path.encode() + b'\0' + hashlib.sha1((Path(root)/path).read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+def cached_near_duplicates(root:Path, images:pd.DataFrame, fps:list, cache:bool=True)->tuple[pd.DataFrame, bool]:
+    "`near_duplicates`, computed once per set of files: the pairs, and whether they came from the cache."
+    if not cache: return near_duplicates(images, fps), False
+    path = cache_dir()/'audit'/f'pairs-{pairs_key(root, images)}.csv'
+    if path.exists(): return pd.read_csv(path, dtype={'path_a': str, 'path_b': str}), True
+    pairs = near_duplicates(images, fps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f'.{os.getpid()}.tmp')
+    pairs.to_csv(tmp, index=False); os.replace(tmp, path)  # atomic: audits running side by side never read half a file
+    return pairs, False
+
 # %% ../nbs/02_audit.ipynb #250fd551
 def class_folders(root:Path, layout:str)->list[str]:
     "The class names the folders promise, whether or not they hold usable images."
@@ -309,6 +330,7 @@ def class_folders(root:Path, layout:str)->list[str]:
 def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
               out:str|Path|None=None, # where to write the CSVs and summary.json (None: nowhere)
               seed:int=0,             # seed of the leakage-free split and of the demo data
+              cache:bool=True,        # reuse the near-duplicate pairs an earlier audit found in the same files
              )->AuditResult:
     "Check every file, find near-duplicates and leaks, and split; write the results to `out`."
     start = time.perf_counter()
@@ -321,10 +343,10 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
     empty = [c for c in class_folders(root, layout) if c not in classes]
     if len(classes) < 2: raise DataError(f"only one class with usable images in {root} ({classes[0]}): a classifier needs two or more")
     images = files[ok].reset_index(drop=True)
-    pairs = near_duplicates(images, [fps[k] for k in np.flatnonzero(ok)])
+    pairs, cached = cached_near_duplicates(root, images, [fps[k] for k in np.flatnonzero(ok)], cache)
     groups = duplicate_groups(images, pairs)
     splits = pd.DataFrame({'path': images.path, 'label': images.label, 'official': images.split,
                            'leakage_free': leakage_free_split(images.label, groups, seed), 'group': groups})
-    result = AuditResult(root, layout, seed, files, pairs, splits, empty, time.perf_counter() - start)
+    result = AuditResult(root, layout, seed, files, pairs, splits, empty, time.perf_counter() - start, cached)
     if out is not None: result.save(out)
     return result
