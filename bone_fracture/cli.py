@@ -39,6 +39,7 @@ def train(model:str='custom',        # 'custom', 'vgg16' or 'resnet50'
           patience:int=12,           # epochs without improvement before early stopping
           monitor:str='val_loss',    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
           augment:float=1.0,         # custom CNN: augmentation strength (0 none, 1 default, 2 twice as strong)
+          schedule:str='plateau',    # 'plateau': keep the best epoch, stop early; 'cosine': cosine-decay LR, all epochs, keep the last
           weights:str='imagenet',    # transfer models: 'imagenet', 'none' or a local weights file
           precision:str='auto',      # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
           strategy:str='default',    # 'mirrored' trains on all GPUs at once
@@ -47,7 +48,7 @@ def train(model:str='custom',        # 'custom', 'vgg16' or 'resnet50'
     "Train one model on one split into a run directory (resumes an interrupted run)."
     from bone_fracture.train import TrainConfig, train_run
     cfg = TrainConfig(model=model, data=data, split=split, image_size=image_size, epochs=epochs,
-                      fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience, monitor=monitor, augment=augment, weights=weights,
+                      fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience, monitor=monitor, augment=augment, schedule=schedule, weights=weights,
                       precision=precision, strategy=strategy, seed=seed)
     run = train_run(cfg, out)
     print(f"{model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")

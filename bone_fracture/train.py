@@ -22,10 +22,10 @@ from .pipeline import make_dataset
 from .transfer import weights_arg
 
 # %% auto #0
-__all__ = ['SPLITS', 'PRECISIONS', 'MODELS', 'MONITORS', 'STRATEGIES', 'StudyData', 'study_data', 'cpu_has_bf16', 'has_gpu',
-           'resolve_precision', 'read_history', 'make_callbacks', 'plot_history', 'compile_model', 'fit', 'head_model',
-           'pooled_features', 'copy_weights', 'fit_transfer', 'TrainConfig', 'build_model', 'load_run_model',
-           'check_config', 'mirrored', 'train_run', 'predict_run']
+__all__ = ['SPLITS', 'PRECISIONS', 'SCHEDULES', 'MODELS', 'MONITORS', 'STRATEGIES', 'StudyData', 'study_data', 'cpu_has_bf16',
+           'has_gpu', 'resolve_precision', 'read_history', 'cosine_lr', 'make_callbacks', 'plot_history',
+           'compile_model', 'fit', 'head_model', 'pooled_features', 'copy_weights', 'fit_transfer', 'TrainConfig',
+           'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run', 'predict_run']
 
 # %% ../nbs/20_training.ipynb #a3fa6e42
 SPLITS = ('leakage_free', 'official')
@@ -99,18 +99,35 @@ def read_history(run_dir:Path)->pd.DataFrame:
     if not f.exists() or f.stat().st_size == 0: return pd.DataFrame()
     return pd.read_csv(f).drop_duplicates('epoch', keep='last').reset_index(drop=True)
 
-def make_callbacks(run_dir:Path, patience:int=10, monitor:str='val_loss')->list:
-    "Backup, best-model checkpoint, early stopping, learning-rate schedule and CSV log for `run_dir`."
+SCHEDULES = ('plateau', 'cosine')
+
+def cosine_lr(lr:float, epochs:int):
+    "The learning rate of each epoch (counted from 0): a half cosine from `lr` towards 0 over `epochs`."
+    return lambda epoch, *_: float(0.5 * lr * (1 + np.cos(np.pi * epoch / epochs)))
+
+def make_callbacks(run_dir:Path,
+                   patience:int=10,           # early-stopping patience ('plateau')
+                   monitor:str='val_loss',    # what checkpoint, early stopping and LR schedule watch ('plateau')
+                   schedule:str='plateau',    # 'plateau': best epoch by `monitor`; 'cosine': every epoch, the last one kept
+                   lr:float=1e-3, epochs:int=30, # the cosine's start and length
+                  )->list:
+    "Backup, model checkpoint, learning-rate schedule (early stopping with 'plateau') and CSV log for `run_dir`."
+    if schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, not {schedule!r}")
     run_dir, history = Path(run_dir), read_history(run_dir)
+    double = 'double_checkpoint' in inspect.signature(keras.callbacks.BackupAndRestore).parameters  # Keras >= 3.6
+    backup = keras.callbacks.BackupAndRestore(str(run_dir/'backup'), **({'double_checkpoint': True} if double else {}))
+    log = keras.callbacks.CSVLogger(str(run_dir/'history.csv'), append=True)  # last: a logged epoch is backed up
+    if schedule == 'cosine':
+        return [backup, keras.callbacks.ModelCheckpoint(str(run_dir/'best.keras')),  # every epoch: the last one stays
+                keras.callbacks.LearningRateScheduler(cosine_lr(lr, epochs)), log]
     best = (history[monitor].max() if 'acc' in monitor else history[monitor].min()) if monitor in history else None
     best = None if best is None else float(best)
-    double = 'double_checkpoint' in inspect.signature(keras.callbacks.BackupAndRestore).parameters  # Keras >= 3.6
-    return [keras.callbacks.BackupAndRestore(str(run_dir/'backup'), **({'double_checkpoint': True} if double else {})),
+    return [backup,
             keras.callbacks.ModelCheckpoint(str(run_dir/'best.keras'), monitor=monitor, save_best_only=True,
                                             initial_value_threshold=best),
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, patience // 2), min_lr=1e-6),
-            keras.callbacks.CSVLogger(str(run_dir/'history.csv'), append=True)]  # last: a logged epoch is backed up
+            log]
 
 def plot_history(history:pd.DataFrame, title:str='', path:Path|None=None):
     "Loss and accuracy per epoch, training and validation; saved to `path` when given."
@@ -138,13 +155,16 @@ def fit(model:keras.Model,         # a compiled model
         class_weight:dict|None=None,
         verbose='auto',            # Keras' progress display: 'auto', 0, 1 or 2
         monitor:str='val_loss',    # what checkpoint, early stopping and the LR schedule watch
+        schedule:str='plateau',    # see `make_callbacks`; 'cosine' starts from the compiled learning rate
        )->pd.DataFrame:            # one row per finished epoch
     "Train with the study's callbacks; resumes an interrupted run, skips a finished one."
     run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
     if (run_dir/'done.json').exists(): return read_history(run_dir)
     start = time.perf_counter()
+    lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # (a MirroredVariable under a strategy)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
-              callbacks=make_callbacks(run_dir, patience, monitor), verbose=verbose)
+              callbacks=make_callbacks(run_dir, patience, monitor, schedule, lr, epochs),
+              verbose=verbose)
     history = read_history(run_dir)
     (run_dir/'done.json').write_text(json.dumps({'epochs': len(history), 'seconds_this_session': round(time.perf_counter() - start, 1),
                                                  'best_val_loss': float(history.val_loss.min())}, indent=2))
@@ -173,8 +193,8 @@ def fit_transfer(model:keras.Model, data:StudyData, run_dir:Path,
                  fine_tune_epochs:int=10, fine_tune_lr:float=1e-5, unfreeze:int=1, # phase 2: top blocks too
                  cached:bool=True, patience:int=10, verbose='auto',
                  pretrained:bool=True, # False: random weights, the whole network trains in one phase
-                 monitor:str='val_loss')->pd.DataFrame:
-    "Phase 1 (head only, on cached features if `cached`), then phase 2 (top `unfreeze` blocks); resumable."
+                 monitor:str='val_loss', schedule:str='plateau')->pd.DataFrame:
+    "Phase 1 (head only, on cached features if `cached`; `schedule` applies to it), then phase 2 (top `unfreeze` blocks); resumable."
     from bone_fracture.transfer import set_trainable_blocks
     run_dir, cw = Path(run_dir), data.class_weight()
     train_ds = data.dataset('train', image_size, batch_size, shuffle=True, seed=seed)
@@ -183,7 +203,7 @@ def fit_transfer(model:keras.Model, data:StudyData, run_dir:Path,
         for l in model.layers:
             l.trainable = True
             if isinstance(l, keras.layers.BatchNormalization): l.momentum = 0.9  # see the custom CNN: few steps per epoch
-        fit(compile_model(model, lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor)
+        fit(compile_model(model, lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor, schedule)
         shutil.copyfile(run_dir/'phase1'/'best.keras', run_dir/'best.keras')
         return read_history(run_dir/'phase1').assign(phase=1)
     set_trainable_blocks(model, 0)
@@ -192,10 +212,10 @@ def fit_transfer(model:keras.Model, data:StudyData, run_dir:Path,
             (xt, yt), (xv, yv) = pooled_features(model, data.dataset('train', image_size, batch_size)), pooled_features(model, val_ds)
             fit(compile_model(head_model(model), lr),
                 tf.data.Dataset.from_tensor_slices((xt, yt)).shuffle(len(xt), seed=seed).batch(batch_size),
-                tf.data.Dataset.from_tensor_slices((xv, yv)).batch(batch_size), run_dir/'phase1', epochs, patience, cw, verbose, monitor)
+                tf.data.Dataset.from_tensor_slices((xv, yv)).batch(batch_size), run_dir/'phase1', epochs, patience, cw, verbose, monitor, schedule)
         copy_weights(keras.saving.load_model(run_dir/'phase1'/'best.keras'), model)
     else:
-        fit(compile_model(model, lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor)
+        fit(compile_model(model, lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor, schedule)
         model.set_weights(keras.saving.load_model(run_dir/'phase1'/'best.keras', safe_mode=True).get_weights())
     h1 = read_history(run_dir/'phase1').assign(phase=1)
     if fine_tune_epochs > 0 and unfreeze > 0:
@@ -230,13 +250,14 @@ class TrainConfig:
     patience:int = 12
     monitor:str = 'val_loss'    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
     augment:float = 1.0         # custom CNN: augmentation strength (0 none, 1 default, 2 twice as strong)
+    schedule:str = 'plateau'    # 'plateau': best epoch by `monitor`, early stopping; 'cosine': all epochs, the last kept
     precision:str = 'auto'      # see `resolve_precision`
     strategy:str = 'default'    # 'mirrored': tf.distribute.MirroredStrategy over all GPUs (or logical CPUs)
     seed:int = 0
     deterministic:bool = True   # TensorFlow's deterministic ops (see below)
 
     def __post_init__(self):
-        for name, allowed in (('model', MODELS), ('split', SPLITS), ('precision', PRECISIONS), ('strategy', STRATEGIES), ('monitor', MONITORS)):
+        for name, allowed in (('model', MODELS), ('split', SPLITS), ('precision', PRECISIONS), ('strategy', STRATEGIES), ('monitor', MONITORS), ('schedule', SCHEDULES)):
             if getattr(self, name) not in allowed: raise ValueError(f"{name} must be one of {allowed}, not {getattr(self, name)!r}")
         if not self.image_size: self.image_size = 128 if self.model == 'custom' else 224
         if self.image_size < 32: raise ValueError(f'image_size must be at least 32 px, not {self.image_size}')
@@ -295,11 +316,12 @@ def train_run(cfg:TrainConfig, out:Path, verbose='auto')->dict:
             if cfg.model == 'custom':
                 history = fit(compile_model(model, cfg.lr), data.dataset('train', cfg.image_size, cfg.batch_size, True, cfg.seed),
                               data.dataset('val', cfg.image_size, cfg.batch_size), out, cfg.epochs, cfg.patience,
-                              data.class_weight(), verbose, cfg.monitor)
+                              data.class_weight(), verbose, cfg.monitor, cfg.schedule)
             else:
                 history = fit_transfer(model, data, out, cfg.image_size, cfg.batch_size, cfg.seed, cfg.epochs, cfg.lr,
                                        cfg.fine_tune_epochs, cfg.fine_tune_lr, cfg.unfreeze, cfg.cached_features,
-                                       cfg.patience, verbose, pretrained=weights_arg(cfg.weights) is not None, monitor=cfg.monitor)
+                                       cfg.patience, verbose, pretrained=weights_arg(cfg.weights) is not None, monitor=cfg.monitor,
+                                       schedule=cfg.schedule)
     finally: keras.mixed_precision.set_dtype_policy(previous)
     history.to_json(out/'history.json', orient='records', indent=1)
     plt.close(plot_history(history, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)', out/'curves.png'))
