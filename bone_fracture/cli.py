@@ -46,11 +46,9 @@ def train(model:str='custom',        # 'custom', 'vgg16' or 'resnet50'
           seed:int=0,                # seed of the split, the initialisation and the augmentation
          ):
     "Train one model on one split into a run directory (resumes an interrupted run)."
+    settings = {k: v for k, v in locals().items() if k != 'out'}  # every other parameter is a TrainConfig field
     from bone_fracture.train import TrainConfig, train_run
-    cfg = TrainConfig(model=model, data=data, split=split, image_size=image_size, epochs=epochs,
-                      fine_tune_epochs=fine_tune_epochs, batch_size=batch_size, lr=lr, patience=patience, monitor=monitor, augment=augment, schedule=schedule, weights=weights,
-                      precision=precision, strategy=strategy, seed=seed)
-    run = train_run(cfg, out)
+    run = train_run(TrainConfig(**settings), out)
     print(f"{model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
     return run
 
