@@ -24,8 +24,8 @@ from .transfer import weights_arg
 # %% auto #0
 __all__ = ['SPLITS', 'PRECISIONS', 'SCHEDULES', 'MODELS', 'MONITORS', 'STRATEGIES', 'StudyData', 'study_data', 'cpu_has_bf16',
            'has_gpu', 'resolve_precision', 'read_history', 'cosine_lr', 'make_callbacks', 'plot_history',
-           'compile_model', 'fit', 'head_model', 'pooled_features', 'copy_weights', 'fit_transfer', 'TrainConfig',
-           'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run', 'predict_run']
+           'compile_model', 'build_state', 'fit', 'head_model', 'pooled_features', 'copy_weights', 'fit_transfer',
+           'TrainConfig', 'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run', 'predict_run']
 
 # %% ../nbs/20_training.ipynb #a3fa6e42
 SPLITS = ('leakage_free', 'official')
@@ -147,6 +147,11 @@ def compile_model(model:keras.Model, lr:float=1e-3, jit_compile=None):
                   jit_compile=has_gpu() if jit_compile is None else jit_compile)
     return model
 
+def build_state(model:keras.Model, train_ds):
+    "Create the optimizer's and the metrics' variables now, eagerly, from the shapes `train_ds` yields."
+    if hasattr(model, '_symbolic_build'): model._symbolic_build(data_batch=train_ds.element_spec)  # what Keras does under a strategy
+    elif not model.optimizer.built: model.optimizer.build(model.trainable_variables)  # (the public part of it)
+
 def fit(model:keras.Model,         # a compiled model
         train_ds, val_ds,          # tf.data pipelines of (image, label)
         run_dir:Path,              # where backup, checkpoint and history live
@@ -162,6 +167,7 @@ def fit(model:keras.Model,         # a compiled model
     if (run_dir/'done.json').exists(): return read_history(run_dir)
     start = time.perf_counter()
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # (a MirroredVariable under a strategy)
+    build_state(model, train_ds)
     model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
               callbacks=make_callbacks(run_dir, patience, monitor, schedule, lr, epochs),
               verbose=verbose)
