@@ -12,7 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .train import (TrainConfig, build_model, build_state, compile_model, head_model, pooled_features,
-                                 resolve_precision, study_data)
+                                 precision_policy, study_data)
 
 # %% auto #0
 __all__ = ['train_throughput', 'precision_table', 'phase1_timing', 'first_step_seconds', 'first_step_table']
@@ -27,9 +27,7 @@ def train_throughput(model:str='custom',       # 'custom', 'vgg16' or 'resnet50'
                      num_classes:int=10,
                     )->float:                  # training images per second
     "Training images per second of one model in one precision, on random in-memory images."
-    policy, previous = resolve_precision(precision), keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
+    with precision_policy(precision) as policy:
         net = compile_model(build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes))
         if model != 'custom':
             for layer in net.layers: layer.trainable = True   # from random weights everything trains (see training)
@@ -41,7 +39,6 @@ def train_throughput(model:str='custom',       # 'custom', 'vgg16' or 'resnet50'
         start = time.perf_counter()
         for _ in range(steps): net.train_on_batch(x, y)
         return steps * batch_size / (time.perf_counter() - start)
-    finally: keras.mixed_precision.set_dtype_policy(previous)
 
 def precision_table(models=('custom', 'vgg16', 'resnet50'), precisions=('float32', 'mixed_bfloat16'),
                     image_size:int=128, batch_size:int=32, steps:int=8)->pd.DataFrame:
@@ -60,9 +57,7 @@ def phase1_timing(model:str='vgg16',   # 'vgg16' or 'resnet50'
                  )->pd.Series:          # seconds
     "Seconds for a phase-1 epoch on images, for extracting the features once, and for a phase-1 epoch on cached features."
     sd, _ = study_data(data, splits_csv=splits_csv)
-    policy, previous = resolve_precision(precision), keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
+    with precision_policy(precision) as policy:
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), len(sd.classes))  # backbone frozen
         train = sd.dataset('train', image_size, batch_size, shuffle=True)
         for _ in train: pass                                          # decode and cache once, for both ways
@@ -73,7 +68,6 @@ def phase1_timing(model:str='vgg16',   # 'vgg16' or 'resnet50'
         feats = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(batch_size)
         head.fit(feats.take(1), verbose=0)
         start = time.perf_counter(); head.fit(feats, epochs=1, verbose=0); on_features = time.perf_counter() - start
-    finally: keras.mixed_precision.set_dtype_policy(previous)
     return pd.Series({'train images': len(y), 'precision': policy, 'epoch on images (s)': round(on_images, 2),
                       'feature extraction, once (s)': round(extract, 2), 'epoch on cached features (s)': round(on_features, 3)})
 
@@ -86,9 +80,7 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
                        num_classes:int=5,
                       )->float:                # seconds of the first `fit` step, tracing included
     "Seconds of a model's first training step (tracing it), with or without `build_state` before it."
-    policy, previous = resolve_precision(precision), keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
+    with precision_policy(precision) as policy:
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)
         for layer in net.layers: layer.trainable = True
         compile_model(net)
@@ -99,7 +91,6 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
         if build: build_state(net, ds)
         net.fit(ds, epochs=1, verbose=0)
         return time.perf_counter() - start
-    finally: keras.mixed_precision.set_dtype_policy(previous)
 
 def first_step_table(models=('custom', 'vgg16', 'resnet50'), image_size:int=48, batch_size:int=16)->pd.DataFrame:
     "First-step seconds of each model with the state built lazily (Keras' default) and eagerly (`build_state`)."

@@ -5,6 +5,7 @@
 # %% ../nbs/20_training.ipynb #01488892
 from __future__ import annotations
 import inspect, json, os, platform, shutil, time
+from contextlib import contextmanager
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -23,9 +24,10 @@ from .transfer import weights_arg
 
 # %% auto #0
 __all__ = ['SPLITS', 'PRECISIONS', 'SCHEDULES', 'MODELS', 'MONITORS', 'STRATEGIES', 'StudyData', 'study_data', 'cpu_has_bf16',
-           'has_gpu', 'resolve_precision', 'read_history', 'cosine_lr', 'make_callbacks', 'plot_history',
-           'compile_model', 'build_state', 'fit', 'head_model', 'pooled_features', 'copy_weights', 'fit_transfer',
-           'TrainConfig', 'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run', 'predict_run']
+           'has_gpu', 'resolve_precision', 'precision_policy', 'read_history', 'cosine_lr', 'make_callbacks',
+           'plot_history', 'compile_model', 'build_state', 'fit', 'head_model', 'pooled_features', 'copy_weights',
+           'fit_transfer', 'TrainConfig', 'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run',
+           'predict_run']
 
 # %% ../nbs/20_training.ipynb #a3fa6e42
 SPLITS = ('leakage_free', 'official')
@@ -91,6 +93,14 @@ def resolve_precision(precision:str='auto')->str:
     if precision not in PRECISIONS: raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}")
     if precision != 'auto': return precision
     return 'mixed_float16' if has_gpu() else 'mixed_bfloat16' if cpu_has_bf16() else 'float32'
+
+@contextmanager
+def precision_policy(precision:str='auto'):
+    "Keras' global dtype policy set to `resolve_precision(precision)` inside the block, the previous one restored after it."
+    policy, previous = resolve_precision(precision), keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try: yield policy
+    finally: keras.mixed_precision.set_dtype_policy(previous)
 
 # %% ../nbs/20_training.ipynb #d047ecf7
 def read_history(run_dir:Path)->pd.DataFrame:
@@ -310,12 +320,10 @@ def train_run(cfg:TrainConfig, out:Path, verbose='auto')->dict:
     check_config(out, cfg)
     keras.utils.set_random_seed(cfg.seed)
     if cfg.deterministic: tf.config.experimental.enable_op_determinism()
-    policy = resolve_precision(cfg.precision)
     data, splits = study_data(cfg.data, cfg.split, cfg.seed, splits_csv=out/'splits.csv')
     if not (out/'splits.csv').exists(): splits.to_csv(out/'splits.csv', index=False)
-    start, previous = time.perf_counter(), keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
+    start = time.perf_counter()
+    with precision_policy(cfg.precision) as policy:
         strategy = mirrored() if cfg.strategy == 'mirrored' else tf.distribute.get_strategy()
         with strategy.scope():
             model = build_model(cfg, len(data.classes))
@@ -328,7 +336,6 @@ def train_run(cfg:TrainConfig, out:Path, verbose='auto')->dict:
                                        cfg.fine_tune_epochs, cfg.fine_tune_lr, cfg.unfreeze, cfg.cached_features,
                                        cfg.patience, verbose, pretrained=weights_arg(cfg.weights) is not None, monitor=cfg.monitor,
                                        schedule=cfg.schedule)
-    finally: keras.mixed_precision.set_dtype_policy(previous)
     history.to_json(out/'history.json', orient='records', indent=1)
     plt.close(plot_history(history, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)', out/'curves.png'))
     best = compile_model(load_run_model(out))  # a model saved mid-way may have no compiled state
