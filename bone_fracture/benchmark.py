@@ -27,7 +27,7 @@ def train_throughput(model:str='custom',       # 'custom', 'vgg16' or 'resnet50'
                      num_classes:int=10,
                     )->float:                  # training images per second
     "Training images per second of one model in one precision, on random in-memory images."
-    with precision_policy(precision) as policy:
+    with precision_policy(precision):
         net = compile_model(build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes))
         if model != 'custom':
             for layer in net.layers: layer.trainable = True   # from random weights everything trains (see training)
@@ -80,7 +80,7 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
                        num_classes:int=5,
                       )->float:                # seconds of the first `fit` step, tracing included
     "Seconds of a model's first training step (tracing it), with or without `build_state` before it."
-    with precision_policy(precision) as policy:
+    with precision_policy(precision):
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)
         for layer in net.layers: layer.trainable = True
         compile_model(net)
