@@ -18,6 +18,17 @@ from .train import (TrainConfig, build_model, build_state, compile_model, head_m
 __all__ = ['train_throughput', 'precision_table', 'phase1_timing', 'first_step_seconds', 'first_step_table']
 
 # %% ../nbs/50_benchmark.ipynb #02afaa95
+def _random_weights_model(model:str, image_size:int, num_classes:int)->keras.Model:
+    "A compiled model with random weights and every layer trainable, as training from scratch runs it (see training)."
+    net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)
+    for layer in net.layers: layer.trainable = True
+    return compile_model(net)
+
+def _random_batch(batch_size:int, image_size:int, num_classes:int)->tuple[np.ndarray, np.ndarray]:
+    "Random uint8 images and labels: only the model's arithmetic is measured."
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8), rng.integers(0, num_classes, batch_size)
+
 def train_throughput(model:str='custom',       # 'custom', 'vgg16' or 'resnet50' (random weights)
                      precision:str='float32',  # a Keras dtype policy, or 'auto'
                      image_size:int=128,
@@ -28,13 +39,7 @@ def train_throughput(model:str='custom',       # 'custom', 'vgg16' or 'resnet50'
                     )->float:                  # training images per second
     "Training images per second of one model in one precision, on random in-memory images."
     with precision_policy(precision):
-        net = compile_model(build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes))
-        if model != 'custom':
-            for layer in net.layers: layer.trainable = True   # from random weights everything trains (see training)
-            net = compile_model(net)
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
-        y = rng.integers(0, num_classes, batch_size)
+        net, (x, y) = _random_weights_model(model, image_size, num_classes), _random_batch(batch_size, image_size, num_classes)
         for _ in range(warmup): net.train_on_batch(x, y)
         start = time.perf_counter()
         for _ in range(steps): net.train_on_batch(x, y)
@@ -81,12 +86,8 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
                       )->float:                # seconds of the first `fit` step, tracing included
     "Seconds of a model's first training step (tracing it), with or without `build_state` before it."
     with precision_policy(precision):
-        net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)
-        for layer in net.layers: layer.trainable = True
-        compile_model(net)
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8)
-        ds = tf.data.Dataset.from_tensor_slices((x, rng.integers(0, num_classes, batch_size))).batch(batch_size)
+        net = _random_weights_model(model, image_size, num_classes)
+        ds = tf.data.Dataset.from_tensor_slices(_random_batch(batch_size, image_size, num_classes)).batch(batch_size)
         start = time.perf_counter()
         if build: build_state(net, ds)
         net.fit(ds, epochs=1, verbose=0)
