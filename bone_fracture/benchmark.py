@@ -66,13 +66,13 @@ def phase1_timing(model:str='vgg16',   # 'vgg16' or 'resnet50'
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), len(sd.classes))  # backbone frozen
         train = sd.dataset('train', image_size, batch_size, shuffle=True)
         for _ in train: pass                                          # decode and cache once, for both ways
-        compile_model(net).fit(train.take(1), verbose=0)               # trace
-        start = time.perf_counter(); net.fit(train, epochs=1, verbose=0); on_images = time.perf_counter() - start
+        compile_model(net).fit(train.take(1), shuffle=False, verbose=0)               # trace
+        start = time.perf_counter(); net.fit(train, epochs=1, shuffle=False, verbose=0); on_images = time.perf_counter() - start
         start = time.perf_counter(); x, y = pooled_features(net, sd.dataset('train', image_size, batch_size)); extract = time.perf_counter() - start
         head = compile_model(head_model(net))
         feats = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x)).batch(batch_size)
-        head.fit(feats.take(1), verbose=0)
-        start = time.perf_counter(); head.fit(feats, epochs=1, verbose=0); on_features = time.perf_counter() - start
+        head.fit(feats.take(1), shuffle=False, verbose=0)
+        start = time.perf_counter(); head.fit(feats, epochs=1, shuffle=False, verbose=0); on_features = time.perf_counter() - start
     return pd.Series({'train images': len(y), 'precision': policy, 'epoch on images (s)': round(on_images, 2),
                       'feature extraction, once (s)': round(extract, 2), 'epoch on cached features (s)': round(on_features, 3)})
 
@@ -90,7 +90,7 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
         ds = tf.data.Dataset.from_tensor_slices(_random_batch(batch_size, image_size, num_classes)).batch(batch_size)
         start = time.perf_counter()
         if build: build_state(net, ds)
-        net.fit(ds, epochs=1, verbose=0)
+        net.fit(ds, epochs=1, shuffle=False, verbose=0)
         return time.perf_counter() - start
 
 def first_step_table(models=('custom', 'vgg16', 'resnet50'), image_size:int=48, batch_size:int=16)->pd.DataFrame:

@@ -178,7 +178,7 @@ def fit(model:keras.Model,         # a compiled model
     start = time.perf_counter()
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # (a MirroredVariable under a strategy)
     build_state(model, train_ds)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight,
+    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,  # tf.data shuffles
               callbacks=make_callbacks(run_dir, patience, monitor, schedule, lr, epochs),
               verbose=verbose)
     history = read_history(run_dir)
