@@ -66,7 +66,7 @@ def phase1_timing(model:str='vgg16',   # 'vgg16' or 'resnet50'
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), len(sd.classes))  # backbone frozen
         train = sd.dataset('train', image_size, batch_size, shuffle=True)
         for _ in train: pass                                          # decode and cache once, for both ways
-        compile_model(net).fit(train.take(1), shuffle=False, verbose=0)               # trace
+        compile_model(net).fit(train.take(1), shuffle=False, verbose=0)  # trace
         start = time.perf_counter(); net.fit(train, epochs=1, shuffle=False, verbose=0); on_images = time.perf_counter() - start
         start = time.perf_counter(); x, y = pooled_features(net, sd.dataset('train', image_size, batch_size)); extract = time.perf_counter() - start
         head = compile_model(head_model(net))
