@@ -12,7 +12,7 @@ import pandas as pd
 import tensorflow as tf
 
 from .train import (TrainConfig, build_model, build_state, compile_model, head_model, pooled_features,
-                                 precision_policy, study_data)
+                                 precision_policy, study_data, train_everything)
 
 # %% auto #0
 __all__ = ['train_throughput', 'precision_table', 'phase1_timing', 'first_step_seconds', 'first_step_table']
@@ -20,9 +20,7 @@ __all__ = ['train_throughput', 'precision_table', 'phase1_timing', 'first_step_s
 # %% ../nbs/50_benchmark.ipynb #02afaa95
 def _random_weights_model(model:str, image_size:int, num_classes:int)->keras.Model:
     "A compiled model with random weights and every layer trainable, as training from scratch runs it (see training)."
-    net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)
-    for layer in net.layers: layer.trainable = True
-    return compile_model(net)
+    return compile_model(train_everything(build_model(TrainConfig(model=model, image_size=image_size, weights='none'), num_classes)))
 
 def _random_batch(batch_size:int, image_size:int, num_classes:int)->tuple[np.ndarray, np.ndarray]:
     "Random uint8 images and labels: only the model's arithmetic is measured."

@@ -26,8 +26,8 @@ from .transfer import weights_arg
 __all__ = ['SPLITS', 'PRECISIONS', 'SCHEDULES', 'MODELS', 'MONITORS', 'STRATEGIES', 'StudyData', 'study_data', 'cpu_has_bf16',
            'has_gpu', 'resolve_precision', 'precision_policy', 'read_history', 'cosine_lr', 'make_callbacks',
            'plot_history', 'compile_model', 'build_state', 'fit', 'head_model', 'pooled_features', 'copy_weights',
-           'fit_transfer', 'TrainConfig', 'build_model', 'load_run_model', 'check_config', 'mirrored', 'train_run',
-           'predict_run']
+           'train_everything', 'fit_transfer', 'TrainConfig', 'build_model', 'load_run_model', 'check_config',
+           'mirrored', 'train_run', 'predict_run']
 
 # %% ../nbs/20_training.ipynb #a3fa6e42
 SPLITS = ('leakage_free', 'official')
@@ -203,6 +203,13 @@ def copy_weights(src:keras.Model, dst:keras.Model, names=('dropout', 'classifier
     "Copy the weights of the named layers from `src` to `dst`."
     for n in names: dst.get_layer(n).set_weights(src.get_layer(n).get_weights())
 
+def train_everything(model:keras.Model)->keras.Model:
+    "Every layer trainable, batch norm included, as a network from random weights trains (nothing to keep frozen)."
+    for l in model.layers:
+        l.trainable = True
+        if isinstance(l, keras.layers.BatchNormalization): l.momentum = 0.9  # see the custom CNN: few steps per epoch
+    return model
+
 def fit_transfer(model:keras.Model, data:StudyData, run_dir:Path,
                  image_size:int=224, batch_size:int=32, seed:int=0,
                  epochs:int=20, lr:float=1e-3,                 # phase 1: the head, backbone frozen
@@ -215,11 +222,8 @@ def fit_transfer(model:keras.Model, data:StudyData, run_dir:Path,
     run_dir, cw = Path(run_dir), data.class_weight()
     train_ds = data.dataset('train', image_size, batch_size, shuffle=True, seed=seed)
     val_ds = data.dataset('val', image_size, batch_size)
-    if not pretrained:  # frozen random features carry no information: train everything, batch norm included
-        for l in model.layers:
-            l.trainable = True
-            if isinstance(l, keras.layers.BatchNormalization): l.momentum = 0.9  # see the custom CNN: few steps per epoch
-        fit(compile_model(model, lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor, schedule)
+    if not pretrained:  # frozen random features carry no information: train everything
+        fit(compile_model(train_everything(model), lr), train_ds, val_ds, run_dir/'phase1', epochs, patience, cw, verbose, monitor, schedule)
         shutil.copyfile(run_dir/'phase1'/'best.keras', run_dir/'best.keras')
         return read_history(run_dir/'phase1').assign(phase=1)
     set_trainable_blocks(model, 0)
