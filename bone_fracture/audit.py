@@ -22,11 +22,11 @@ from fastcore.parallel import parallel
 from .data import DataError, cache_dir, get_data, scan_files, audit_files
 
 # %% auto #0
-__all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'source_name',
-           'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint', 'hash_distances', 'highpass',
-           'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates', 'duplicate_groups',
-           'group_holdout', 'leakage_free_split', 'leaked', 'leak_table', 'AuditResult', 'pairs_key',
-           'cached_near_duplicates', 'class_folders', 'run_audit']
+__all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'SPLITS', 'CV_FOLDS',
+           'source_name', 'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint', 'hash_distances',
+           'highpass', 'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates',
+           'duplicate_groups', 'group_holdout', 'leakage_free_split', 'cv_folds', 'split_parts', 'leaked', 'leak_table',
+           'AuditResult', 'pairs_key', 'cached_near_duplicates', 'class_folders', 'run_audit']
 
 # %% ../nbs/02_audit.ipynb #960f9702
 _SOURCE_RE = re.compile(r'^(?P<source>.+?)(?:_(?:jpe?g|png|bmp|gif|webp|tiff?))?\.rf(?:\.|[0-9a-f])', re.I)
@@ -227,6 +227,44 @@ def leakage_free_split(labels, # class of each image
     split[test], split[val] = 'test', 'val'
     return split
 
+# %% ../nbs/02_audit.ipynb #a97a893a
+SPLITS = ('leakage_free', 'official')  # the named splits; 'fold0' .. 'fold{k-1}' are the cross-validation folds
+CV_FOLDS = 5                           # folds of the study's cross-validation
+
+def cv_folds(labels,         # class of each image
+             groups,         # group of each image, from `duplicate_groups`
+             k:int=CV_FOLDS, # number of folds
+             seed:int=0,
+            )->np.ndarray:   # the fold (0 .. k-1) of each image
+    "Stratified group k-fold: each image in exactly one test fold, whole groups only."
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    if len(np.unique(groups)) < k: raise DataError(f'{len(np.unique(groups))} groups of images cannot fill {k} folds')
+    fold = np.full(len(labels), -1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='The least populated class')
+        for f, (_, test) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(labels, labels, groups)):
+            fold[test] = f
+    return fold
+
+# %% ../nbs/02_audit.ipynb #db914456
+def split_parts(splits:pd.DataFrame,       # the audit's table: path, label, official, leakage_free, group, fold
+                split:str='leakage_free',  # 'leakage_free', 'official' or 'fold0' .. 'fold{k-1}'
+                seed:int=0,                # seed of the validation carve-out
+                val_size:float=0.15,       # share of the training side held out for validation
+               )->np.ndarray:              # 'train', 'val' or 'test' per row
+    "The train / val / test part of every image in `split`, validation carved out by group where needed."
+    if split == 'leakage_free': return splits.leakage_free.values.astype(object)
+    if split == 'official': part = splits.official.values.astype(object).copy()
+    elif re.fullmatch(r'fold\d+', split) and 'fold' in splits and int(split[4:]) in set(splits.fold) - {-1}:
+        part = np.where(splits.fold.values == int(split[4:]), 'test', 'train').astype(object)
+    else:
+        folds = [f'fold{k}' for k in sorted(set(splits.fold) - {-1})] if 'fold' in splits else []
+        raise DataError(f"split must be one of {list(SPLITS) + folds}, not {split!r}")
+    if not (part == 'val').any():
+        train = np.flatnonzero(part == 'train')
+        part[train[group_holdout(splits.label.values[train], splits.group.values[train], val_size, seed)]] = 'val'
+    return part
+
 # %% ../nbs/02_audit.ipynb #c90c2be7
 def leaked(splits:pd.DataFrame,    # path, label and a split column
            pairs:pd.DataFrame,     # from `near_duplicates`
@@ -345,8 +383,10 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
     images = files[ok].reset_index(drop=True)
     pairs, cached = cached_near_duplicates(root, images, [fps[k] for k in np.flatnonzero(ok)], cache)
     groups = duplicate_groups(images, pairs)
+    enough = len(np.unique(groups)) >= CV_FOLDS   # a tiny dataset has no folds (-1), and `split_parts` says so
     splits = pd.DataFrame({'path': images.path, 'label': images.label, 'official': images.split,
-                           'leakage_free': leakage_free_split(images.label, groups, seed), 'group': groups})
+                           'leakage_free': leakage_free_split(images.label, groups, seed), 'group': groups,
+                           'fold': cv_folds(images.label, groups, seed=seed) if enough else -1})
     result = AuditResult(root, layout, seed, files, pairs, splits, empty, time.perf_counter() - start, cached)
     if out is not None: result.save(out)
     return result

@@ -13,13 +13,16 @@ from fastcore.parallel import parallel
 from PIL import Image, ImageOps
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'DataError', 'split_name',
-           'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage', 'open_image', 'audit_files',
-           'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data']
+__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'UserError', 'DataError',
+           'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage', 'open_image',
+           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data']
 
 # %% ../nbs/01_data.ipynb #5c150b4e
-class DataError(ValueError):
-    "A problem with the data a user pointed us at, told in one line they can act on."
+class UserError(Exception):
+    "Something the user asked for that cannot be done, told in one line they can act on."
+
+class DataError(UserError):
+    "A problem with the data a user pointed us at."
 
 # %% ../nbs/01_data.ipynb #688a53f4
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')  # endings taken as images

@@ -4,17 +4,20 @@
 
 # %% ../nbs/03_pipeline.ipynb #90cc1159
 from __future__ import annotations
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import tensorflow as tf
 from PIL import Image
+from sklearn.utils.class_weight import compute_class_weight
 
-from .data import open_image
+from .audit import run_audit, split_parts
+from .data import DataError, open_image
 
 # %% auto #0
-__all__ = ['RESIZE_MODES', 'fit_square', 'load_image', 'make_dataset']
+__all__ = ['RESIZE_MODES', 'fit_square', 'load_image', 'make_dataset', 'StudyData', 'study_data']
 
 # %% ../nbs/03_pipeline.ipynb #6f487230
 RESIZE_MODES = ('pad', 'stretch')
@@ -58,3 +61,49 @@ def make_dataset(paths,                  # image files
     if cache is not None: ds = ds.cache(str(cache))
     if shuffle: ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+# %% ../nbs/03_pipeline.ipynb #3f0e09d5
+@dataclass
+class StudyData:
+    "The images of one split: train / val / test tables (path, label, y) under `root`, and the class names."
+    root:Path; classes:list; parts:dict; split:str
+
+    @classmethod
+    def from_splits(cls, root:Path,              # dataset root the paths are relative to
+                    splits:pd.DataFrame,         # the audit's split table
+                    split:str='leakage_free',    # see `split_parts`
+                    seed:int=0,                  # seed of the validation carve-out
+                   )->StudyData:
+        "The parts of `split` in `splits`, with classes numbered in sorted order."
+        classes = sorted(splits.label.unique())
+        t = splits.assign(part=split_parts(splits, split, seed), y=splits.label.map(classes.index))
+        parts = {k: t[t.part == k][['path', 'label', 'y']].reset_index(drop=True) for k in ('train', 'val', 'test')}
+        for k, v in parts.items():
+            if not len(v): raise DataError(f"the {split} split of {root} has no {k} images")
+        if missing := sorted(set(classes) - set(parts['train'].label)):
+            raise DataError(f"the {split} split of {root} has no training image of {', '.join(missing)}")
+        return cls(Path(root), classes, parts, split)
+
+    def dataset(self, part:str, image_size:int=128, batch_size:int=32, shuffle:bool=False, seed:int=0):
+        "A tf.data pipeline over one part ('train', 'val' or 'test')."
+        t = self.parts[part]
+        return make_dataset([self.root/p for p in t.path], t.y, image_size, batch_size, shuffle=shuffle, seed=seed)
+
+    def class_weight(self)->dict:
+        "Weights that make every class count the same in the training loss ('balanced')."
+        y = self.parts['train'].y.values
+        present = np.unique(y)
+        return {int(c): float(w) for c, w in zip(present, compute_class_weight('balanced', classes=present, y=y))}
+
+    def counts(self)->pd.DataFrame:
+        "Images per class and part."
+        return pd.concat({k: t.label.value_counts() for k, t in self.parts.items()}, axis=1).fillna(0).astype(int).loc[self.classes]
+
+# %% ../nbs/03_pipeline.ipynb #b82624e5
+def study_data(data='demo',                 # a folder, 'demo' or 'kaggle'
+               split:str='leakage_free',    # see `split_parts`
+               seed:int=0,                  # seed of the audit's split (and of the demo data)
+              )->tuple[StudyData, pd.DataFrame]: # the split's data, and the audit's whole split table
+    "Train / val / test tables of `split`, from the audit of `data`."
+    audit = run_audit(data, seed=seed)
+    return StudyData.from_splits(audit.root, audit.splits, split, seed), audit.splits
