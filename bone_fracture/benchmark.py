@@ -11,8 +11,11 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from .train import (TrainConfig, build_model, build_state, compile_model, head_model, pooled_features,
-                                 precision_policy, study_data, train_everything)
+from .compute import build_state, compile_model, precision_policy
+from .experiment import build_model
+from .pipeline import study_data
+from .runs import TrainConfig
+from .transfer import head_model, pooled_features, train_everything
 
 # %% auto #0
 __all__ = ['train_throughput', 'precision_table', 'phase1_timing', 'first_step_seconds', 'first_step_table']
@@ -56,10 +59,9 @@ def phase1_timing(model:str='vgg16',   # 'vgg16' or 'resnet50'
                   image_size:int=224,
                   batch_size:int=32,
                   precision:str='auto',
-                  splits_csv=None,      # reuse an audit's splits.csv instead of auditing again
                  )->pd.Series:          # seconds
     "Seconds for a phase-1 epoch on images, for extracting the features once, and for a phase-1 epoch on cached features."
-    sd, _ = study_data(data, splits_csv=splits_csv)
+    sd, _ = study_data(data)   # the audit's near-duplicate search is cached: a second model audits in seconds
     with precision_policy(precision) as policy:
         net = build_model(TrainConfig(model=model, image_size=image_size, weights='none'), len(sd.classes))  # backbone frozen
         train = sd.dataset('train', image_size, batch_size, shuffle=True)

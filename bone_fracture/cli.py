@@ -4,52 +4,43 @@
 
 # %% ../nbs/90_cli.ipynb #8ba0e13a
 from __future__ import annotations
-import argparse, contextlib, inspect, os, sys, tempfile
+import argparse, contextlib, inspect, math, os, sys, tempfile
 from pathlib import Path
 
 from fastcore.docments import docments
 
-from .data import DataError
+from .data import UserError
+from .runs import TrainConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'audit', 'train', 'evaluate', 'predict', 'native_stderr_held', 'import_tensorflow',
-           'parser', 'main']
+__all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'OPTIONS_FROM', 'at_least', 'audit', 'train', 'evaluate', 'predict',
+           'native_stderr_held', 'import_tensorflow', 'parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #b07b1005
+def at_least(name:str, value, low):
+    "`value`, if it is a finite number of at least `low`; a one-line `UserError` otherwise."
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise UserError(f'--{name.replace("_", "-")} must be at least {low}, not {value}')
+    return value
+
 def audit(data:str='demo',      # dataset: a folder, 'demo' (built-in synthetic X-rays) or 'kaggle' (download)
           out:str='runs/audit', # folder for files.csv, duplicates.csv, splits.csv and summary.json
-          seed:int=0,           # seed of the leakage-free split (and of the demo data)
+          seed:int=0,           # seed of the leakage-free split and the folds (and of the demo data)
          ):
-    "Audit a dataset: check every file, find near-duplicates and leaks, write the official and leakage-free splits."
+    "Audit a dataset: check every file, find near-duplicates and leaks, write the official and leakage-free splits and the folds."
     from bone_fracture.audit import run_audit
-    result = run_audit(data, out, seed=seed)
+    result = run_audit(data, out, seed=at_least('seed', seed, 0))
     print(result.report())
     return result
 
 # %% ../nbs/90_cli.ipynb #20df00c9
-def train(model:str='custom',        # 'custom', 'vgg16' or 'resnet50'
-          data:str='demo',           # dataset: a folder, 'demo' or 'kaggle'
-          out:str='runs/custom',     # run directory; run again with the same one to resume
-          split:str='leakage_free',  # 'leakage_free' or 'official'
-          image_size:int=0,          # input size in px (0: 128 for custom, 224 for VGG16/ResNet50)
-          epochs:int=60,             # epochs (phase 1 for transfer models)
-          fine_tune_epochs:int=15,   # phase-2 epochs of transfer models
-          batch_size:int=32,
-          lr:float=1e-3,             # learning rate (phase 1)
-          patience:int=12,           # epochs without improvement before early stopping
-          monitor:str='val_loss',    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
-          augment:float=1.0,         # custom CNN: augmentation strength (0 none, 1 default, 2 twice as strong)
-          schedule:str='plateau',    # 'plateau': keep the best epoch, stop early; 'cosine': cosine-decay LR, all epochs, keep the last
-          weights:str='imagenet',    # transfer models: 'imagenet', 'none' or a local weights file
-          precision:str='auto',      # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
-          strategy:str='default',    # 'mirrored' trains on all GPUs at once
-          seed:int=0,                # seed of the split, the initialisation and the augmentation
-         ):
+def train(out:str='runs/custom',  # run directory; run again with the same one to resume
+          **config):              # every field of `TrainConfig`, e.g. model='vgg16', epochs=30
     "Train one model on one split into a run directory (resumes an interrupted run)."
-    settings = {k: v for k, v in locals().items() if k != 'out'}  # every other parameter is a TrainConfig field
-    from bone_fracture.train import TrainConfig, train_run
-    run = train_run(TrainConfig(**settings), out)
-    print(f"{model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
+    from bone_fracture.experiment import train_run
+    cfg = TrainConfig(**config)
+    run = train_run(cfg, out)
+    print(f"{cfg.model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
     return run
 
 # %% ../nbs/90_cli.ipynb #0de0d2e0
@@ -58,10 +49,10 @@ def evaluate(runs:list=None,         # run directories to score and compare
              out:str='results',      # folder for results.json, results.md and the figures
              resamples:int=2000,     # bootstrap resamples for the 95 % intervals
             ):
-    "Evaluate trained runs on their test images: metrics with CIs, McNemar, leak, Grad-CAM, results.json."
-    from bone_fracture.evaluate import evaluate_runs, results_markdown
-    if not runs: raise ValueError('name the run directories to evaluate: --runs RUN [RUN ...]')
-    results = evaluate_runs(runs, out, data=data or None, n_resamples=resamples)
+    "Evaluate finished runs on their test images: metrics with intervals, paired tests, the leak, Grad-CAM, results.json."
+    from bone_fracture.report import evaluate_runs, results_markdown
+    if not runs: raise UserError('name the run directories to evaluate: --runs RUN [RUN ...]')
+    results = evaluate_runs(runs, out, data=data or None, n_resamples=at_least('resamples', resamples, 1))
     print(results_markdown(results))
     print(f'written to {out}: results.json, results.md and figures')
     return results
@@ -71,12 +62,13 @@ def predict(images:list,             # image files
             top_k:int=3,             # classes to show per image
            ):
     "Top-k classes with probabilities for each image; unreadable files are named with the reason."
-    from bone_fracture.evaluate import predict as predict_images
-    table = predict_images(model, images, top_k)
+    from bone_fracture.predict import predict as predict_images
+    table = predict_images(model, images, at_least('top_k', top_k, 1))
     for row in table.itertuples():
         if row.error: print(f'{row.file}: cannot predict: {row.error}')
         else: print(f'{row.file}: ' + ', '.join(f"{getattr(row, f'class_{k}')} {getattr(row, f'prob_{k}'):.3f}"
                                                   for k in range(1, top_k + 1) if hasattr(row, f'class_{k}')))
+    if (table.error != '').all(): raise UserError(f'none of the {len(table)} images could be read')
     return table
 
 # %% ../nbs/90_cli.ipynb #9a875f34
@@ -103,27 +95,38 @@ def import_tensorflow():
 # %% ../nbs/90_cli.ipynb #fa50b7de
 COMMANDS = {'audit': audit, 'train': train, 'evaluate': evaluate, 'predict': predict}
 NEEDS_TENSORFLOW = {'train', 'evaluate', 'predict'}
+OPTIONS_FROM = {'train': TrainConfig}   # commands whose **kwargs are the fields of a dataclass
 
 class _Parser(argparse.ArgumentParser):
     "An argument parser whose errors are one line: `bone_fracture train: error: ...`."
     def error(self, message): self.exit(2, f'{self.prog}: error: {message}\n')
 
+_TYPES = {'int': int, 'float': float, 'bool': bool, 'list': list, 'str': str}
+
+def _add_option(p, name:str, d):
+    "One flag from a documented parameter: `image_size` becomes `--image-size`; a bool gets `--x/--no-x`; a list without default is positional."
+    anno = _TYPES.get(d.anno, d.anno)   # a dataclass's annotations stay strings under `from __future__ import annotations`
+    kind = anno if anno in (int, float) else str
+    required, many, doc = d.default is inspect.Parameter.empty, anno is list, d.docment or ''
+    if required and many: return p.add_argument(name, type=kind, nargs='+', help=doc)
+    flag = '--' + name.replace('_', '-')
+    if anno is bool: return p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=d.default, help=doc)
+    p.add_argument(flag, dest=name, type=kind, nargs='+' if many else None, required=required,
+                   default=None if required else d.default, help=doc + ('' if required else f' (default: {d.default})'))
+
 def _add_command(sub, func):
-    "A sub-parser from `func`'s parameters: `image_size` becomes `--image-size`, a list takes several values, and a list without default is positional."
+    "A sub-parser from `func`'s documented parameters (and the fields of `OPTIONS_FROM[func]` for its `**kwargs`)."
     p = sub.add_parser(func.__name__, help=func.__doc__, description=func.__doc__)
-    for name, d in docments(func, full=True, returns=False, eval_str=True).items():
-        kind = d.anno if d.anno in (int, float) else str
-        required, many, doc = d.default is inspect.Parameter.empty, d.anno is list, d.docment or ''
-        if required and many: p.add_argument(name, type=kind, nargs='+', help=doc)
-        else: p.add_argument('--' + name.replace('_', '-'), dest=name, type=kind, nargs='+' if many else None,
-                             required=required, default=None if required else d.default,
-                             help=doc + ('' if required else f' (default: {d.default})'))
+    params = docments(func, full=True, returns=False, eval_str=True)
+    if func.__name__ in OPTIONS_FROM: params = params | docments(OPTIONS_FROM[func.__name__], full=True, returns=False)
+    for name, d in params.items():
+        if d.get('kind') is not inspect.Parameter.VAR_KEYWORD: _add_option(p, name, d)
     return p
 
 def parser()->argparse.ArgumentParser:
     "The `bone_fracture` argument parser, one sub-command per entry of `COMMANDS`."
-    p = _Parser(prog='bone_fracture', description='Bone-fracture X-ray study: audit, train, evaluate.')
-    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND')
+    p = _Parser(prog='bone_fracture', description='Bone-fracture X-ray study: audit, train, evaluate, predict.')
+    sub = p.add_subparsers(dest='command', required=True, metavar='COMMAND', parser_class=_Parser)
     for func in COMMANDS.values(): _add_command(sub, func)
     return p
 
@@ -134,7 +137,10 @@ def main(argv:list[str]|None=None)->int:
     try:
         if command in NEEDS_TENSORFLOW: import_tensorflow()
         COMMANDS[command](**args)
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except UserError as e:
         print(f'bone_fracture {command}: error: {e}', file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f'bone_fracture {command}: interrupted; run the same command again to continue where it stopped', file=sys.stderr)
+        return 130
     return 0

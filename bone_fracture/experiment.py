@@ -18,11 +18,13 @@ from .custom_cnn import custom_cnn
 from .data import cache_dir
 from .pipeline import StudyData
 from .runs import MODELS, ConfigError, Run, TrainConfig, versions
-from .train import fit_config, plot_history, precision_policy, seeded, compile_model
+from .compute import compile_model, precision_policy, seeded
+from .train import fit_config, plot_history
 from .transfer import fit_transfer, transfer_model
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config', 'code_version', 'demo_run']
+__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config', 'code_version',
+           'demo_run', 'model_run']
 
 # %% ../nbs/25_experiment.ipynb #b2dbd7c7
 ARCHITECTURES = {
@@ -75,10 +77,10 @@ def train_run(cfg:TrainConfig,   # what to train
                           seconds_this_session=round(time.perf_counter() - start, 1), versions=versions())
 
 # %% ../nbs/25_experiment.ipynb #52f680aa
-DEMO_RECIPES = {  # small enough for two CPU cores in seconds; VGG16 and ResNet50 from random weights (offline)
+DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning
     'custom':   dict(image_size=64, epochs=20, lr=3e-3, batch_size=16, schedule='cosine'),
-    'vgg16':    dict(image_size=32, epochs=10, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
-    'resnet50': dict(image_size=32, epochs=10, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
+    'vgg16':    dict(image_size=32, epochs=4, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
+    'resnet50': dict(image_size=32, epochs=4, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
 }
 
 def demo_config(model:str='custom', split:str='leakage_free', **overrides)->TrainConfig:
@@ -98,3 +100,23 @@ def demo_run(cfg:TrainConfig)->Run:
     run = Run(cache_dir()/'runs'/f'{cfg.model}-{cfg.split}-{code_version()}-{key}')
     if not run.finished: train_run(cfg, run.path, verbose=0, wait=True)
     return run
+
+# %% ../nbs/25_experiment.ipynb #56b68e0e
+CPU_RECIPES = {  # the model chapters' runs on the real data, 2 CPU cores, random weights
+    'custom':   dict(image_size=64, epochs=150, batch_size=16, schedule='cosine'),
+    'vgg16':    dict(image_size=64, epochs=20, batch_size=32, lr=1e-4, patience=6, weights='none'),
+    'resnet50': dict(image_size=64, epochs=20, batch_size=32, lr=1e-3, patience=6, weights='none'),
+}
+
+def model_run(model:str,           # 'custom', 'vgg16' or 'resnet50'
+              data:str='demo',     # 'demo', a folder or 'kaggle'
+              seed:int=0,
+              runs_dir=None,       # where real-data runs live (`<model>-seed<seed>` inside); resumed if there
+              verbose='auto',
+             )->Run:
+    "The run a model chapter shows: the shared demo run on 'demo', else the model's CPU recipe on `data`."
+    if data == 'demo': return demo_run(demo_config(model, seed=seed))
+    if runs_dir is None: raise ConfigError('real-data runs need a folder to live in: pass runs_dir')
+    out = Path(runs_dir)/f'{model}-seed{seed}'
+    train_run(TrainConfig(model=model, data=data, seed=seed, **CPU_RECIPES[model]), out, verbose=verbose)
+    return Run(out)

@@ -15,7 +15,6 @@ import pandas as pd
 
 from .audit import SPLITS
 from .data import UserError, get_data
-from .pipeline import StudyData
 
 # %% auto #0
 __all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'RunError', 'ConfigError', 'atomic_write', 'locked',
@@ -214,6 +213,7 @@ class Run:
 @patch_to(Run)
 def data(self:Run, root=None)->StudyData:
     "The train / val / test parts of this run's own split, from its splits.csv (images under `root`, or where the config says)."
+    from bone_fracture.pipeline import StudyData  # TensorFlow comes with it: the rest of this module is light
     cfg = self.config
     root = Path(root) if root is not None else get_data(cfg.data, seed=cfg.seed)[0]
     return StudyData.from_splits(root, self.split, cfg.split, cfg.seed)

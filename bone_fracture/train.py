@@ -4,55 +4,19 @@
 
 # %% ../nbs/20_training.ipynb #3682e114
 from __future__ import annotations
-import contextlib, time
+import time
 from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import tensorflow as tf
-from tensorflow.python.framework import config as tf_config  # to restore op determinism (TensorFlow exposes only `enable`)
 
-from .runs import PRECISIONS, SCHEDULES, ConfigError, Run, TrainConfig
+from .compute import compile_model, build_state
+from .runs import SCHEDULES, ConfigError, Run, TrainConfig
 
 # %% auto #0
-__all__ = ['cpu_has_bf16', 'has_gpu', 'resolve_precision', 'precision_policy', 'seeded', 'cosine_lr', 'EpochLog', 'Checkpoint',
-           'make_callbacks', 'plot_history', 'compile_model', 'build_state', 'fit', 'fit_config']
-
-# %% ../nbs/20_training.ipynb #a7aec32f
-def cpu_has_bf16()->bool:
-    "Whether this CPU has bfloat16 instructions (Linux: AVX512_BF16 or AMX_BF16 in /proc/cpuinfo)."
-    try: flags = Path('/proc/cpuinfo').read_text()
-    except OSError: return False
-    return 'avx512_bf16' in flags or 'amx_bf16' in flags
-
-def has_gpu()->bool: return bool(tf.config.list_physical_devices('GPU'))
-
-def resolve_precision(precision:str='auto')->str:
-    "The Keras dtype policy to train with: `precision`, or for 'auto' the fastest one this machine supports."
-    if precision not in PRECISIONS: raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
-    if precision != 'auto': return precision
-    return 'mixed_float16' if has_gpu() else 'mixed_bfloat16' if cpu_has_bf16() else 'float32'
-
-@contextlib.contextmanager
-def precision_policy(precision:str='auto'):
-    "Keras' global dtype policy set to `resolve_precision(precision)` inside the block, the previous one restored after it."
-    policy, previous = resolve_precision(precision), keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try: yield policy
-    finally: keras.mixed_precision.set_dtype_policy(previous)
-
-# %% ../nbs/20_training.ipynb #0cf04c6e
-@contextlib.contextmanager
-def seeded(seed:int=0, deterministic:bool=True):
-    "Seed Python, NumPy and TensorFlow, and (if `deterministic`) turn on deterministic ops inside the block."
-    before = tf_config.is_op_determinism_enabled()
-    keras.utils.set_random_seed(seed)
-    if deterministic: tf.config.experimental.enable_op_determinism()
-    try: yield
-    finally:
-        if deterministic and not before: tf_config.disable_op_determinism()
+__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'make_callbacks', 'plot_history', 'fit', 'fit_config']
 
 # %% ../nbs/20_training.ipynb #9916fdb5
 def cosine_lr(lr:float, epochs:int):
@@ -110,19 +74,6 @@ def plot_history(history:pd.DataFrame, title:str='', path:Path|None=None):
     fig.suptitle(title); fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=100)
     return fig
-
-# %% ../nbs/20_training.ipynb #db89ce56
-def compile_model(model:keras.Model, lr:float=1e-3, jit_compile=None):
-    "Adam and sparse cross-entropy, with accuracy; XLA on GPUs unless told otherwise."
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'],
-                  jit_compile=has_gpu() if jit_compile is None else jit_compile)
-    return model
-
-def build_state(model:keras.Model, train_ds):
-    "Create the optimizer's and the metrics' variables now, eagerly, from the shapes `train_ds` yields."
-    # Keras 3 has no public call for this: `_symbolic_build` is what its own `fit` runs under a distribution strategy.
-    if hasattr(model, '_symbolic_build'): model._symbolic_build(data_batch=train_ds.element_spec)
-    elif not model.optimizer.built: model.optimizer.build(model.trainable_variables)  # (the public part of it)
 
 # %% ../nbs/20_training.ipynb #c6bdf541
 def fit(model:keras.Model,         # a compiled model

@@ -18,7 +18,10 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from bone_fracture.custom_cnn import custom_cnn
 from bone_fracture.data import DATA_ENV
-from bone_fracture.train import TrainConfig, compile_model, fit, precision_policy, predict_run, study_data, train_run
+from bone_fracture.experiment import train_run
+from bone_fracture.pipeline import study_data
+from bone_fracture.runs import Run, TrainConfig
+from bone_fracture.train import compile_model, fit, precision_policy
 
 VARIANTS = ('px96', 'px128', 'trainval', 'sgd')
 
@@ -37,9 +40,11 @@ def train_changed(cfg:TrainConfig, out:Path, add_val:bool=False, sgd:bool=False)
         if sgd: model.compile(optimizer=keras.optimizers.SGD(cfg.lr, momentum=0.9, nesterov=True),
                               loss='sparse_categorical_crossentropy', metrics=['accuracy'], jit_compile=False)
         else: compile_model(model, cfg.lr)
+        run = Run(out)
         fit(model, data.dataset('train', cfg.image_size, cfg.batch_size, True, cfg.seed), data.dataset('val', cfg.image_size, cfg.batch_size),
-            out, cfg.epochs, cfg.patience, data.class_weight(), 2, cfg.monitor, cfg.schedule)
-        probs = keras.saving.load_model(out/'best.keras').predict(data.dataset('test', cfg.image_size, cfg.batch_size), verbose=0)
+            run, epochs=cfg.epochs, patience=cfg.patience, class_weight=data.class_weight(), verbose=2, monitor=cfg.monitor,
+            schedule=cfg.schedule)
+        probs = run.model().predict(data.dataset('test', cfg.image_size, cfg.batch_size), verbose=0)
     return data.parts['test'].y.values, probs, len(data.parts['train'])
 
 if __name__ == '__main__':
@@ -50,8 +55,8 @@ if __name__ == '__main__':
     if variant == 'trainval': y, probs, n_train = train_changed(recipe(seed), out, add_val=True)
     elif variant == 'sgd': y, probs, n_train = train_changed(recipe(seed, lr=0.02), out, sgd=True)
     else:
-        run = train_run(recipe(seed, int(variant[2:])), out, verbose=2)
-        (y, probs, _), n_train = predict_run(out), run['images']['train']
+        info = train_run(recipe(seed, int(variant[2:])), out, verbose=2)
+        (y, probs, _), n_train = Run(out).predict('test'), info['images']['train']
     pred = probs.argmax(1)
     print('RESULT', json.dumps({'variant': variant, 'seed': seed, 'train_images': n_train, 'test_accuracy': round(accuracy_score(y, pred), 4),
                                 'test_macro_f1': round(f1_score(y, pred, average='macro'), 4),

@@ -1,7 +1,7 @@
 # Build leakage-free splits for seeds 0-4 and pre-resized uint8 image arrays (48/64/96 px).
 import numpy as np, pandas as pd, json, os, sys
 from pathlib import Path
-from bone_fracture.train import study_data
+from bone_fracture.pipeline import study_data
 from bone_fracture.pipeline import load_image
 out = Path(__file__).parent   # next to sweep.py, which reads it there (git-ignored); run from the repository root
 DATA = os.environ['BONE_FRACTURE_DATA']            # the Kaggle copy
