@@ -19,14 +19,14 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from fastcore.parallel import parallel
 
-from .data import DataError, cache_dir, get_data, scan_files, audit_files
+from .data import DataError, atomic_write, cache_dir, get_data, locked, scan_files, audit_files
 
 # %% auto #0
 __all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'SPLITS', 'CV_FOLDS',
-           'source_name', 'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint', 'hash_distances',
-           'highpass', 'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates',
+           'AUDIT_FILES', 'source_name', 'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint',
+           'hash_distances', 'highpass', 'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates',
            'duplicate_groups', 'group_holdout', 'leakage_free_split', 'cv_folds', 'split_parts', 'leaked', 'leak_table',
-           'AuditResult', 'pairs_key', 'cached_near_duplicates', 'class_folders', 'run_audit']
+           'check_audit_folder', 'AuditResult', 'pairs_key', 'cached_near_duplicates', 'class_folders', 'run_audit']
 
 # %% ../nbs/02_audit.ipynb #960f9702
 _SOURCE_RE = re.compile(r'^(?P<source>.+?)(?:_(?:jpe?g|png|bmp|gif|webp|tiff?))?\.rf(?:\.|[0-9a-f])', re.I)
@@ -285,6 +285,15 @@ def leak_table(splits:pd.DataFrame, pairs:pd.DataFrame, column:str='official')->
     return table.assign(share=lambda d: (d.with_copy_in_train / d.test_images).round(3))
 
 # %% ../nbs/02_audit.ipynb #76751e35
+AUDIT_FILES = ('files.csv', 'duplicates.csv', 'splits.csv', 'summary.json')
+
+def check_audit_folder(out:Path):
+    "Refuse a folder that holds anything but an audit's own files (a run directory, say): an audit never writes into it."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise DataError(f'{out} is a file, not a folder')
+    if out.is_dir() and (foreign := sorted(p.name for p in out.iterdir() if not p.name.startswith('.') and p.name not in AUDIT_FILES)):
+        raise DataError(f"{out} holds other files ({', '.join(foreign[:3])}); write the audit into an empty folder or an earlier audit's")
+
 @dataclass
 class AuditResult:
     "Everything the audit found; `report()` is the short human summary."
@@ -331,12 +340,13 @@ class AuditResult:
         return '\n'.join(lines)
 
     def save(self, out:Path)->Path:
-        "Write files.csv, duplicates.csv, splits.csv and summary.json into `out`."
-        out = Path(out); out.mkdir(parents=True, exist_ok=True)
-        self.files.to_csv(out/'files.csv', index=False)
-        self.duplicates.to_csv(out/'duplicates.csv', index=False)
-        self.splits.to_csv(out/'splits.csv', index=False)
-        (out/'summary.json').write_text(json.dumps(self.summary(), indent=2) + '\n')
+        "Write files.csv, duplicates.csv, splits.csv and summary.json into `out`, each whole, holding the folder meanwhile."
+        out = Path(out)
+        with locked(out):
+            check_audit_folder(out)
+            for name, table in (('files.csv', self.files), ('duplicates.csv', self.duplicates), ('splits.csv', self.splits)):
+                atomic_write(out/name, table.to_csv(index=False))
+            atomic_write(out/'summary.json', json.dumps(self.summary(), indent=2) + '\n')
         return out
 
 # %% ../nbs/02_audit.ipynb #03e7e5d8
@@ -369,9 +379,11 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
               out:str|Path|None=None, # where to write the CSVs and summary.json (None: nowhere)
               seed:int=0,             # seed of the leakage-free split and of the demo data
               cache:bool=True,        # reuse the near-duplicate pairs an earlier audit found in the same files
+              folds:int=CV_FOLDS,     # cross-validation folds dealt in the `fold` column
              )->AuditResult:
     "Check every file, find near-duplicates and leaks, and split; write the results to `out`."
     start = time.perf_counter()
+    if out is not None: check_audit_folder(out)   # before the work, not after it
     root, layout = get_data(data, seed=seed)
     listed = scan_files(root, layout)
     files, fps = audit_files(root, listed, on_image=fingerprint)
@@ -383,10 +395,10 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
     images = files[ok].reset_index(drop=True)
     pairs, cached = cached_near_duplicates(root, images, [fps[k] for k in np.flatnonzero(ok)], cache)
     groups = duplicate_groups(images, pairs)
-    enough = len(np.unique(groups)) >= CV_FOLDS   # a tiny dataset has no folds (-1), and `split_parts` says so
+    enough = len(np.unique(groups)) >= folds   # a tiny dataset has no folds (-1), and `split_parts` says so
     splits = pd.DataFrame({'path': images.path, 'label': images.label, 'official': images.split,
                            'leakage_free': leakage_free_split(images.label, groups, seed), 'group': groups,
-                           'fold': cv_folds(images.label, groups, seed=seed) if enough else -1})
+                           'fold': cv_folds(images.label, groups, folds, seed) if enough else -1})
     result = AuditResult(root, layout, seed, files, pairs, splits, empty, time.perf_counter() - start, cached)
     if out is not None: result.save(out)
     return result

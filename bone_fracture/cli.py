@@ -11,9 +11,10 @@ from fastcore.docments import docments
 
 from .data import UserError
 from .runs import TrainConfig
+from .study import StudyConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'OPTIONS_FROM', 'at_least', 'audit', 'train', 'evaluate', 'predict',
+__all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'OPTIONS_FROM', 'at_least', 'audit', 'train', 'study', 'bench', 'evaluate', 'predict',
            'native_stderr_held', 'import_tensorflow', 'parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #b07b1005
@@ -42,6 +43,26 @@ def train(out:str='runs/custom',  # run directory; run again with the same one t
     run = train_run(cfg, out)
     print(f"{cfg.model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
     return run
+
+# %% ../nbs/90_cli.ipynb #7eeb9f3e
+def study(out:str='runs/study',      # the study folder: run again with the same one to resume
+          preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
+          only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
+          **config):                 # any field of `StudyConfig`, overriding the preset
+    "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
+    from bone_fracture.study import run_study, study_config
+    cfg = study_config(preset, **config)
+    results = run_study(cfg, out, only=only or None)
+    if results: print(f"results: {out}/results.md; what they say: {out}/README.md")
+    return results
+
+def bench(data:str='demo',           # dataset for the input-pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
+          out:str='runs/bench',      # folder for bench.json, bench.md and bench.png
+          quick:bool=False,          # tiny sizes and few repeats: a check that it runs, not a measurement
+         ):
+    "Measure the input pipeline, the models against the machine's peak, cached features and how the audit's cost grows."
+    from bone_fracture.benchmark import run_bench
+    return run_bench(data, out, quick)
 
 # %% ../nbs/90_cli.ipynb #0de0d2e0
 def evaluate(runs:list=None,         # run directories to score and compare
@@ -93,9 +114,9 @@ def import_tensorflow():
     with native_stderr_held(): import tensorflow
 
 # %% ../nbs/90_cli.ipynb #fa50b7de
-COMMANDS = {'audit': audit, 'train': train, 'evaluate': evaluate, 'predict': predict}
-NEEDS_TENSORFLOW = {'train', 'evaluate', 'predict'}
-OPTIONS_FROM = {'train': TrainConfig}   # commands whose **kwargs are the fields of a dataclass
+COMMANDS = {'audit': audit, 'train': train, 'study': study, 'evaluate': evaluate, 'predict': predict, 'bench': bench}
+NEEDS_TENSORFLOW = {'train', 'study', 'evaluate', 'predict', 'bench'}
+OPTIONS_FROM = {'train': (TrainConfig, False), 'study': (StudyConfig, True)}   # **kwargs are a dataclass's fields (True: default None, from a preset)
 
 class _Parser(argparse.ArgumentParser):
     "An argument parser whose errors are one line: `bone_fracture train: error: ...`."
@@ -103,24 +124,26 @@ class _Parser(argparse.ArgumentParser):
 
 _TYPES = {'int': int, 'float': float, 'bool': bool, 'list': list, 'str': str}
 
-def _add_option(p, name:str, d):
+def _add_option(p, name:str, d, preset:bool=False):
     "One flag from a documented parameter: `image_size` becomes `--image-size`; a bool gets `--x/--no-x`; a list without default is positional."
     anno = _TYPES.get(d.anno, d.anno)   # a dataclass's annotations stay strings under `from __future__ import annotations`
     kind = anno if anno in (int, float) else str
     required, many, doc = d.default is inspect.Parameter.empty, anno is list, d.docment or ''
     if required and many: return p.add_argument(name, type=kind, nargs='+', help=doc)
     flag = '--' + name.replace('_', '-')
-    if anno is bool: return p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=d.default, help=doc)
-    p.add_argument(flag, dest=name, type=kind, nargs='+' if many else None, required=required,
-                   default=None if required else d.default, help=doc + ('' if required else f' (default: {d.default})'))
+    default = None if required or preset else d.default
+    shown = ' (default: from the preset)' if preset else '' if required else f' (default: {d.default})'
+    if anno is bool: return p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=doc + shown)
+    p.add_argument(flag, dest=name, type=kind, nargs='+' if many else None, required=required, default=default, help=doc + shown)
 
 def _add_command(sub, func):
     "A sub-parser from `func`'s documented parameters (and the fields of `OPTIONS_FROM[func]` for its `**kwargs`)."
     p = sub.add_parser(func.__name__, help=func.__doc__, description=func.__doc__)
-    params = docments(func, full=True, returns=False, eval_str=True)
-    if func.__name__ in OPTIONS_FROM: params = params | docments(OPTIONS_FROM[func.__name__], full=True, returns=False)
-    for name, d in params.items():
+    for name, d in docments(func, full=True, returns=False, eval_str=True).items():
         if d.get('kind') is not inspect.Parameter.VAR_KEYWORD: _add_option(p, name, d)
+    if func.__name__ in OPTIONS_FROM:
+        cls, preset = OPTIONS_FROM[func.__name__]
+        for name, d in docments(cls, full=True, returns=False).items(): _add_option(p, name, d, preset)
     return p
 
 def parser()->argparse.ArgumentParser:

@@ -58,7 +58,10 @@ def compile_model(model:keras.Model, lr:float=1e-3, jit_compile=None):
     return model
 
 def build_state(model:keras.Model, train_ds):
-    "Create the optimizer's and the metrics' variables now, eagerly, from the shapes `train_ds` yields."
-    # Keras 3 has no public call for this: `_symbolic_build` is what its own `fit` runs under a distribution strategy.
-    if hasattr(model, '_symbolic_build'): model._symbolic_build(data_batch=train_ds.element_spec)
-    elif not model.optimizer.built: model.optimizer.build(model.trainable_variables)  # (the public part of it)
+    "Create the optimizer's, the loss tracker's and the metrics' variables now, eagerly, from the shapes `train_ds` yields."
+    x_spec, y_spec = train_ds.element_spec
+    x, y = tf.zeros([1, *x_spec.shape[1:]], x_spec.dtype), tf.zeros([1, *y_spec.shape[1:]], y_spec.dtype)
+    pred = model(x, training=False)
+    model.compute_loss(x, y, pred); model.compute_metrics(x, y, pred)   # builds the compiled loss and metrics
+    model.optimizer.build(model.trainable_variables)
+    model.reset_metrics()

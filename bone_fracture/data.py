@@ -4,7 +4,7 @@
 
 # %% ../nbs/01_data.ipynb #e842039c
 from __future__ import annotations
-import os
+import contextlib, fcntl, os
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'UserError', 'DataError',
            'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage', 'open_image',
-           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data']
+           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write', 'locked']
 
 # %% ../nbs/01_data.ipynb #5c150b4e
 class UserError(Exception):
@@ -72,20 +72,26 @@ def scan_files(root:Path,                # dataset root, as found by `find_datas
               )->pd.DataFrame:           # one row per file: path, label, split, stray
     "List every file below `root` with its class and split, and why it is stray if it is."
     root, rows = Path(root), []
-    for p in sorted(root.rglob('*')):
-        rel = p.relative_to(root)
-        if p.is_dir():
-            if not any(p.iterdir()): rows.append((f'{rel.as_posix()}/', None, None, 'empty folder'))
-            continue
-        parts, label, split, stray = rel.parts, None, None, ''
-        if len(parts) != 3: stray = 'not inside a <class>/<split>/ folder'
-        else:
-            label, split = (parts[0], parts[1]) if layout == 'class-first' else (parts[1], parts[0])
-            if split_name(split) is None: stray = f"unknown split folder '{split}'"
-            split = split_name(split)
-        if any(s.startswith(('.', '__')) for s in parts): stray = 'hidden or system file'
-        rows.append((rel.as_posix(), label if not stray else None, split if not stray else None, stray))
+    for folder, dirs, names in os.walk(root):          # symbolic links to folders are listed, not followed (no loops)
+        folder = Path(folder)
+        if not dirs and not names and folder != root: rows.append((f'{folder.relative_to(root).as_posix()}/', None, None, 'empty folder'))
+        for d in dirs:
+            if (folder/d).is_symlink(): rows.append((f'{(folder/d).relative_to(root).as_posix()}/', None, None, 'link to a folder, not followed'))
+        for n in names: rows.append(_file_row(root, folder/n, layout))
+    rows.sort(key=lambda r: r[0])
     return pd.DataFrame(rows, columns=['path', 'label', 'split', 'stray'])
+
+def _file_row(root:Path, p:Path, layout:str)->tuple:
+    "path, label, split and why it is stray, for one file below `root`."
+    rel = p.relative_to(root)
+    parts, label, split, stray = rel.parts, None, None, ''
+    if len(parts) != 3: stray = 'not inside a <class>/<split>/ folder'
+    else:
+        label, split = (parts[0], parts[1]) if layout == 'class-first' else (parts[1], parts[0])
+        if split_name(split) is None: stray = f"unknown split folder '{split}'"
+        split = split_name(split)
+    if any(s.startswith(('.', '__')) for s in parts): stray = 'hidden or system file'
+    return (rel.as_posix(), label if not stray else None, split if not stray else None, stray)
 
 # %% ../nbs/01_data.ipynb #203ae248
 class BadImage(Exception):
@@ -110,7 +116,9 @@ def open_image(path:Path)->tuple[Image.Image, list[str]]:
     "Decode `path` into 8-bit RGB; returns the image and notes on what was odd; raises `BadImage`."
     path = Path(path)
     if path.name.startswith('.'): raise BadImage('hidden file')
-    if path.stat().st_size == 0: raise BadImage('empty file (0 bytes)')
+    try: size = path.stat().st_size
+    except OSError as e: raise BadImage(f'cannot be read ({e.strerror or type(e).__name__})')  # a dangling link, say
+    if size == 0: raise BadImage('empty file (0 bytes)')
     notes = []
     try:
         with Image.open(path) as im:
@@ -184,3 +192,39 @@ def get_data(source='demo',  # 'demo', 'kaggle' or a folder
     source = str(source)
     path = demo_data(seed) if source == 'demo' else fetch_kaggle() if source == 'kaggle' else Path(source)
     return find_dataset_root(path)
+
+# %% ../nbs/01_data.ipynb #bf6cc040
+def atomic_write(path:Path,       # the file to (re)write
+                 data=None,       # str or bytes to write ...
+                 write=None,      # ... or a function that writes the file at the path it is given
+                )->Path:
+    "Write `path` whole or not at all: a temporary file in the same folder, flushed, then renamed over `path`."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
+    try:
+        if write is not None: write(tmp)
+        elif isinstance(data, bytes): tmp.write_bytes(data)
+        else: tmp.write_text(data)
+        with open(tmp, 'rb') as f: os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally: tmp.unlink(missing_ok=True)
+    return path
+
+# %% ../nbs/01_data.ipynb #534a5321
+@contextlib.contextmanager
+def locked(folder:Path,        # the folder to hold
+           wait:bool=False,    # wait for the holder to finish instead of refusing
+          ):
+    "Hold an exclusive lock on `folder` for the block; another process holding it is refused in one line."
+    folder = Path(folder)
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError): raise UserError(f'{folder} is not a folder (a file is in the way)') from None
+    except PermissionError: raise UserError(f'cannot create {folder}: permission denied') from None
+    with open(folder/'.lock', 'a+') as f:
+        try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            f.seek(0); holder = f.read().strip() or '?'
+            raise UserError(f'{folder} is in use by another process (pid {holder}); wait for it, or choose another folder') from None
+        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
+        try: yield folder
+        finally: fcntl.flock(f, fcntl.LOCK_UN)

@@ -17,14 +17,14 @@ from .audit import run_audit
 from .custom_cnn import custom_cnn
 from .data import cache_dir
 from .pipeline import StudyData
-from .runs import MODELS, ConfigError, Run, TrainConfig, versions
+from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
 from .compute import compile_model, precision_policy, seeded
 from .train import fit_config, plot_history
 from .transfer import fit_transfer, transfer_model
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config', 'code_version',
-           'demo_run', 'model_run']
+__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config', 'demo_run',
+           'model_run']
 
 # %% ../nbs/25_experiment.ipynb #b2dbd7c7
 ARCHITECTURES = {
@@ -52,15 +52,15 @@ def train_run(cfg:TrainConfig,   # what to train
     "Train the model `cfg` describes into run directory `out`, resuming it if it exists."
     run = Run(out)
     with run.lock(wait):
-        audit = run_audit(cfg.data, seed=cfg.seed)
-        run.start(cfg, audit.splits)
-        if run.finished: return run.info
-        data = StudyData.from_splits(audit.root, run.split, cfg.split, cfg.seed)
+        audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
+        data = StudyData.from_splits(audit.root, audit.splits, cfg.split, cfg.seed)  # a split it cannot train on is refused here
+        if run.finished: return run.start(cfg, audit.splits).info                   # (`start` checks the config and the split)
         start = time.perf_counter()
         with seeded(cfg.seed, cfg.deterministic), precision_policy(cfg.precision) as policy:
             strategy = mirrored() if cfg.strategy == 'mirrored' else tf.distribute.get_strategy()
             with strategy.scope():
-                model = build_model(cfg, len(data.classes))
+                model = build_model(cfg, len(data.classes))  # weights that cannot be loaded fail here, before anything is written
+                run.start(cfg, audit.splits)
                 if cfg.model == 'custom':
                     phase = run.phase('phase1')
                     fit_config(model, data.dataset('train', cfg.image_size, cfg.batch_size, shuffle=True, seed=cfg.seed),
@@ -86,12 +86,6 @@ DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random wei
 def demo_config(model:str='custom', split:str='leakage_free', **overrides)->TrainConfig:
     "The demo run of `model` on `split`, with any field overridden."
     return TrainConfig(model=model, data='demo', split=split, **(DEMO_RECIPES[model] | overrides))
-
-def code_version()->str:
-    "A short hash of the library's code: a changed module is a new version."
-    import bone_fracture
-    files = sorted(Path(bone_fracture.__file__).parent.glob('*.py'))
-    return hashlib.sha256(b''.join(p.read_bytes() for p in files)).hexdigest()[:10]
 
 def demo_run(cfg:TrainConfig)->Run:
     "A finished run of `cfg` on the demo data, trained once per config and code version into the cache."

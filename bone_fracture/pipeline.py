@@ -80,6 +80,9 @@ class StudyData:
         parts = {k: t[t.part == k][['path', 'label', 'y']].reset_index(drop=True) for k in ('train', 'val', 'test')}
         for k, v in parts.items():
             if not len(v): raise DataError(f"the {split} split of {root} has no {k} images")
+        if missing := [p for p in t.path if not (Path(root)/p).is_file()]:
+            raise DataError(f"{len(missing)} images of the split are missing from {root} (first: {missing[0]}): "
+                            "the data changed since the audit; audit it again and train a new run")
         if missing := sorted(set(classes) - set(parts['train'].label)):
             raise DataError(f"the {split} split of {root} has no training image of {', '.join(missing)}")
         return cls(Path(root), classes, parts, split)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_runs.ipynb #ab69ed9f
 from __future__ import annotations
-import contextlib, fcntl, json, math, os
+import json, math, zipfile
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 
 from .audit import SPLITS
-from .data import UserError, get_data
+from .data import UserError, atomic_write, get_data, locked
 
 # %% auto #0
-__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'RunError', 'ConfigError', 'atomic_write', 'locked',
-           'WeightsError', 'weights_arg', 'TrainConfig', 'read_json', 'read_csv', 'versions', 'Run']
+__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'RunError', 'ConfigError', 'WeightsError',
+           'weights_arg', 'TrainConfig', 'read_json', 'read_csv', 'versions', 'code_version', 'Run']
 
 # %% ../nbs/04_runs.ipynb #f9fd84cf
 class RunError(UserError):
@@ -26,42 +26,6 @@ class RunError(UserError):
 
 class ConfigError(UserError):
     "A training option, or a saved configuration, that is not valid."
-
-# %% ../nbs/04_runs.ipynb #bf6cc040
-def atomic_write(path:Path,       # the file to (re)write
-                 data=None,       # str or bytes to write ...
-                 write=None,      # ... or a function that writes the file at the path it is given
-                )->Path:
-    "Write `path` whole or not at all: a temporary file in the same folder, flushed, then renamed over `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.tmp-{os.getpid()}-{path.name}')
-    try:
-        if write is not None: write(tmp)
-        elif isinstance(data, bytes): tmp.write_bytes(data)
-        else: tmp.write_text(data)
-        with open(tmp, 'rb') as f: os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally: tmp.unlink(missing_ok=True)
-    return path
-
-# %% ../nbs/04_runs.ipynb #534a5321
-@contextlib.contextmanager
-def locked(folder:Path,        # the folder to hold
-           wait:bool=False,    # wait for the holder to finish instead of refusing
-          ):
-    "Hold an exclusive lock on `folder` for the block; another process holding it is refused in one line."
-    folder = Path(folder)
-    try: folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError): raise RunError(f'{folder} is not a folder (a file is in the way)') from None
-    except PermissionError: raise RunError(f'cannot create {folder}: permission denied') from None
-    with open(folder/'.lock', 'a+') as f:
-        try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
-            f.seek(0); holder = f.read().strip() or '?'
-            raise RunError(f'{folder} is in use by another process (pid {holder}); wait for it, or choose another folder') from None
-        f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
-        try: yield folder
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
 
 # %% ../nbs/04_runs.ipynb #0a15de95
 MODELS = ('custom', 'vgg16', 'resnet50')           # the study's architectures
@@ -113,6 +77,7 @@ class TrainConfig:
     schedule:str = 'plateau'    # 'plateau': best epoch by `monitor`, early stopping; 'cosine': all epochs, the last kept
     precision:str = 'auto'      # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
     strategy:str = 'default'    # 'mirrored': tf.distribute.MirroredStrategy over all GPUs (or logical CPUs)
+    folds:int = 5               # cross-validation folds the audit deals ('fold0' .. 'fold{folds-1}')
     seed:int = 0                # seed of the split, the initialisation and the augmentation
     deterministic:bool = True   # TensorFlow's deterministic ops: a CPU run repeats exactly
 
@@ -128,7 +93,7 @@ class TrainConfig:
         _check_number('image_size', self.image_size, 0, int)
         if not self.image_size: self.image_size = 128 if self.model == 'custom' else 224
         for name, low in (('image_size', 32), ('batch_size', 1), ('epochs', 1), ('patience', 1),
-                          ('fine_tune_epochs', 0), ('unfreeze', 0), ('seed', 0)): _check_number(name, getattr(self, name), low, int)
+                          ('fine_tune_epochs', 0), ('unfreeze', 0), ('folds', 2), ('seed', 0)): _check_number(name, getattr(self, name), low, int)
         for name in ('lr', 'fine_tune_lr'): _check_number(name, getattr(self, name), 0, float, low_open=True)
         _check_number('augment', self.augment, 0, float)
         if self.model != 'custom': weights_arg(self.weights)  # a missing weights file fails now, not after the audit
@@ -165,6 +130,12 @@ def versions()->dict:
     gpus = len(tf.config.list_physical_devices('GPU')) if tf else None
     return {'python': platform.python_version(), 'tensorflow': getattr(tf, '__version__', None), 'keras': getattr(keras, '__version__', None),
             'numpy': np.__version__, 'machine': platform.machine(), 'gpus': gpus}
+
+def code_version()->str:
+    "A short hash of the library's code: a changed module is a new version."
+    import bone_fracture, hashlib
+    files = sorted(Path(bone_fracture.__file__).parent.glob('*.py'))
+    return hashlib.sha256(b''.join(p.read_bytes() for p in files)).hexdigest()[:10]
 
 # %% ../nbs/04_runs.ipynb #b5409fce
 class Run:
@@ -225,7 +196,7 @@ def model(self:Run, name:str='best.keras'):
     path = self.path/name
     if not path.exists(): raise RunError(f'no trained model at {path}')
     try: return keras.saving.load_model(path, safe_mode=True)
-    except (OSError, ValueError, KeyError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise RunError(f'{path} is not a readable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
 
 @patch_to(Run)
