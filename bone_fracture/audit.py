@@ -326,7 +326,7 @@ class AuditResult:
         "A few lines for a person: classes, counts per split, skipped files, duplicates and leaks."
         m = self.summary()
         counts = lambda c: ', '.join(f'{k} {m[c].get(k, 0)}' for k in ('train', 'val', 'test') if m[c].get(k))
-        lines = [f"Dataset: {m['root']} ({m['layout']}), {len(m['classes'])} classes: {', '.join(m['classes'])}",
+        lines = [f"Dataset: {Path(m['root']).name} ({m['layout']}), {len(m['classes'])} classes: {', '.join(m['classes'])}",
                  f"Files: {m['files']['found']} found, {m['files']['ok']} ok, {m['files']['skipped']} skipped"]
         lines += [f"  skipped {n}x: {why}" for why, n in list(m['skipped_reasons'].items())[:8]]
         if m['empty_classes']: lines.append(f"Left out, no usable image: {', '.join(m['empty_classes'])}")

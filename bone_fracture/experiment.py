@@ -66,7 +66,7 @@ def train_run(cfg:TrainConfig,   # what to train
                     fit_config(model, data.dataset('train', cfg.image_size, cfg.batch_size, shuffle=True, seed=cfg.seed),
                                data.dataset('val', cfg.image_size, cfg.batch_size), phase, cfg,
                                class_weight=data.class_weight(), verbose=verbose)
-                    run.save_model(phase.model())
+                    run.adopt(phase)
                 else: fit_transfer(model, data, run, cfg, verbose)
             history = run.history
             plt.close(run.save_figure(plot_history(history, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)'), 'curves.png'))
@@ -80,7 +80,7 @@ def train_run(cfg:TrainConfig,   # what to train
 DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning
     'custom':   dict(image_size=64, epochs=20, lr=3e-3, batch_size=16, schedule='cosine'),
     'vgg16':    dict(image_size=32, epochs=4, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
-    'resnet50': dict(image_size=32, epochs=4, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
+    'resnet50': dict(image_size=32, epochs=2, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
 }
 
 def demo_config(model:str='custom', split:str='leakage_free', **overrides)->TrainConfig:

@@ -163,6 +163,7 @@ class Run:
     @property
     def info(self)->dict:
         "The summary `finish` wrote (run.json); a `RunError` if the run is not finished."
+        if not self.started: raise RunError(f'{self.path} is not a run directory (no {self.CONFIG})')
         if not self.finished: raise RunError(f'{self.path} is not a finished run (no {self.INFO}): train it to the end first')
         return read_json(self.path/self.INFO)
     @property
@@ -239,6 +240,13 @@ def log_epoch(self:Run, row:dict):
 def save_model(self:Run, model, name:str='best.keras'):
     "Save a Keras model into the run, whole or not at all."
     atomic_write(self.path/name, write=model.save)
+
+@patch_to(Run)
+def adopt(self:Run, phase:Run, name:str='best.keras'):
+    "Take a phase's model file as the run's own, copied whole (no need to load and save it again)."
+    import shutil
+    if not (phase.path/name).exists(): raise RunError(f'no trained model at {phase.path/name}')
+    atomic_write(self.path/name, write=lambda p: shutil.copyfile(phase.path/name, p))
 
 @patch_to(Run)
 def save_figure(self:Run, fig, name:str, dpi:int=100):

@@ -66,7 +66,7 @@ class StudyConfig:
 
 # %% ../nbs/60_study.ipynb #836842b3
 PRESETS = {
-    'demo': dict(data='demo', folds=3, image_size=32, epochs=2, batch_size=16, lr_custom=3e-3, resamples=500),
+    'demo': dict(data='demo', folds=2, image_size=32, epochs=1, batch_size=16, lr_custom=3e-3, resamples=500),
     'cpu':  dict(folds=5, image_size=64, epochs=60, batch_size=16, schedule='cosine', weights='none'),
     'gpu':  dict(folds=5, image_size=224, epochs=20, batch_size=32, weights='imagenet', lr_vgg16=1e-3, lr_resnet50=1e-3,
                  fine_tune_epochs=10, fine_tune_lr=1e-5, precision='auto'),

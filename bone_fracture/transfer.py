@@ -126,7 +126,7 @@ def fit_transfer(model:keras.Model,  # from `transfer_model`
     phase1, phase2 = run.phase('phase1'), run.phase('phase2')
     if weights_arg(cfg.weights) is None:  # frozen random features carry no information: train everything
         fit_config(train_everything(model), train_ds, val_ds, phase1, cfg, class_weight=cw, verbose=verbose)
-        run.save_model(phase1.model())
+        run.adopt(phase1)
         return run.history
     set_trainable_blocks(model, 0)
     if cfg.cached_features:
@@ -141,6 +141,6 @@ def fit_transfer(model:keras.Model,  # from `transfer_model`
     if cfg.fine_tune_epochs > 0 and cfg.unfreeze > 0:
         set_trainable_blocks(model, cfg.unfreeze)
         fit_config(model, train_ds, val_ds, phase2, cfg, fine_tune=True, class_weight=cw, verbose=verbose)
-        model = phase2.model()
-    run.save_model(model)
+        run.adopt(phase2)
+    else: run.save_model(model)
     return run.history
