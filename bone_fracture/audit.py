@@ -184,7 +184,7 @@ def near_duplicates(images:pd.DataFrame,   # usable images: path, label, split
 
 # %% ../nbs/02_audit.ipynb #c27a3566
 def duplicate_groups(images:pd.DataFrame,  # usable images: path, ...
-                     pairs:pd.DataFrame,   # from `near_duplicates`
+                     pairs:pd.DataFrame,   # from near_duplicates
                     )->np.ndarray:         # a group number per image, numbered in order of first appearance
     "Connected components of the near-duplicate pairs and of shared distinctive source names."
     n, index = len(images), {p: k for k, p in enumerate(images.path)}
@@ -209,11 +209,12 @@ def group_holdout(labels,     # class of each image
     held = np.zeros(len(labels), bool)
     with warnings.catch_warnings():  # a class with fewer groups than folds is simply absent from some folds
         warnings.filterwarnings('ignore', message='The least populated class')
-        held[next(folds.split(labels, labels, groups))[1]] = True
+        try: held[next(folds.split(labels, labels, groups))[1]] = True
+        except ValueError as e: raise DataError(f'too few images to hold out {size:.0%} of them by class and group ({e})') from None
     return held
 
 def leakage_free_split(labels, # class of each image
-                       groups, # group of each image, from `duplicate_groups`
+                       groups, # group of each image, from duplicate_groups
                        seed:int=0,
                        test_size:float=0.15, # share of images for testing
                        val_size:float=0.15,  # share for validation
@@ -232,7 +233,7 @@ SPLITS = ('leakage_free', 'official')  # the named splits; 'fold0' .. 'fold{k-1}
 CV_FOLDS = 5                           # folds of the study's cross-validation
 
 def cv_folds(labels,         # class of each image
-             groups,         # group of each image, from `duplicate_groups`
+             groups,         # group of each image, from duplicate_groups
              k:int=CV_FOLDS, # number of folds
              seed:int=0,
             )->np.ndarray:   # the fold (0 .. k-1) of each image
@@ -242,8 +243,10 @@ def cv_folds(labels,         # class of each image
     fold = np.full(len(labels), -1)
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='The least populated class')
-        for f, (_, test) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(labels, labels, groups)):
-            fold[test] = f
+        try:
+            for f, (_, test) in enumerate(StratifiedGroupKFold(k, shuffle=True, random_state=seed).split(labels, labels, groups)):
+                fold[test] = f
+        except ValueError as e: raise DataError(f'cannot deal {len(labels)} images into {k} folds by class and group ({e})') from None
     return fold
 
 # %% ../nbs/02_audit.ipynb #db914456
@@ -267,10 +270,10 @@ def split_parts(splits:pd.DataFrame,       # the audit's table: path, label, off
 
 # %% ../nbs/02_audit.ipynb #c90c2be7
 def leaked(splits:pd.DataFrame,    # path, label and a split column
-           pairs:pd.DataFrame,     # from `near_duplicates`
+           pairs:pd.DataFrame,     # from near_duplicates
            column:str='official',  # which split to check
            held:str='test',        # the held-out part
-          )->pd.Series:            # True for each `held` image with a near-copy outside `held`
+          )->pd.Series:            # True for each held image with a near-copy outside held
     "Which held-out images have a near-duplicate in the training side of the split."
     side = splits.set_index('path')[column]
     a, b = side.reindex(pairs.path_a).values, side.reindex(pairs.path_b).values
@@ -379,7 +382,7 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
               out:str|Path|None=None, # where to write the CSVs and summary.json (None: nowhere)
               seed:int=0,             # seed of the leakage-free split and of the demo data
               cache:bool=True,        # reuse the near-duplicate pairs an earlier audit found in the same files
-              folds:int=CV_FOLDS,     # cross-validation folds dealt in the `fold` column
+              folds:int=CV_FOLDS,     # cross-validation folds dealt in the fold column
              )->AuditResult:
     "Check every file, find near-duplicates and leaks, and split; write the results to `out`."
     start = time.perf_counter()

@@ -36,7 +36,7 @@ def audit(data:str='demo',      # dataset: a folder, 'demo' (built-in synthetic 
 
 # %% ../nbs/90_cli.ipynb #20df00c9
 def train(out:str='runs/custom',  # run directory; run again with the same one to resume
-          **config):              # every field of `TrainConfig`, e.g. model='vgg16', epochs=30
+          **config):              # every field of TrainConfig, e.g. model='vgg16', epochs=30
     "Train one model on one split into a run directory (resumes an interrupted run)."
     from bone_fracture.experiment import train_run
     cfg = TrainConfig(**config)
@@ -48,7 +48,7 @@ def train(out:str='runs/custom',  # run directory; run again with the same one t
 def study(out:str='runs/study',      # the study folder: run again with the same one to resume
           preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
           only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
-          **config):                 # any field of `StudyConfig`, overriding the preset
+          **config):                 # any field of StudyConfig, overriding the preset
     "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
     from bone_fracture.study import run_study, study_config
     cfg = study_config(preset, **config)

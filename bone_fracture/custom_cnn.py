@@ -33,7 +33,7 @@ def custom_cnn(num_classes:int,               # number of classes
                widths=(32, 64, 128, 256),     # filters of the conv blocks
                dropout:float=0.4,             # dropout before the classifier
                weight_decay:float=1e-4,       # L2 penalty on the convolution kernels
-               augment:float=1.0,             # augmentation strength: 0 none, 1 the defaults of `augmentation`, 2 twice as strong
+               augment:float=1.0,             # augmentation strength: 0 none, 1 the defaults of augmentation, 2 twice as strong
               )->keras.Model:                 # uint8 images in, class probabilities out
     "The study's custom CNN: augmentation, stride-2 stem, conv blocks, global average pooling, dropout, softmax."
     inputs = keras.Input((image_size, image_size, 3), dtype='uint8', name='image')

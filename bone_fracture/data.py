@@ -53,7 +53,7 @@ def detect_layout(folder:Path)->str|None:
 
 # %% ../nbs/01_data.ipynb #2c74cc9a
 def find_dataset_root(path,          # folder the user has: the download, or any folder above the classes
-                      max_depth=3,   # how many folder levels below `path` to search
+                      max_depth=3,   # how many folder levels below path to search
                      )->tuple[Path, str]: # the dataset root and its layout
     "Search `path` breadth-first for the folder that holds the classes and splits."
     path = Path(path).expanduser()
@@ -67,7 +67,7 @@ def find_dataset_root(path,          # folder the user has: the download, or any
     raise DataError(f"no dataset in {path}: expected <class>/<Train|Test>/ or <train|val|test>/<class>/ folders")
 
 # %% ../nbs/01_data.ipynb #a6aac102
-def scan_files(root:Path,                # dataset root, as found by `find_dataset_root`
+def scan_files(root:Path,                # dataset root, as found by find_dataset_root
                layout:str='class-first', # 'class-first' or 'split-first'
               )->pd.DataFrame:           # one row per file: path, label, split, stray
     "List every file below `root` with its class and split, and why it is stray if it is."
@@ -144,10 +144,10 @@ def open_image(path:Path)->tuple[Image.Image, list[str]]:
 
 # %% ../nbs/01_data.ipynb #c48a6881
 def audit_files(root:Path,                # dataset root
-                files:pd.DataFrame,       # from `scan_files`
+                files:pd.DataFrame,       # from scan_files
                 on_image=None,            # optional function of each decoded RGB image, e.g. a hash
                 n_workers:int|None=None,  # decoding threads (default: CPU count)
-               )->tuple[pd.DataFrame, list]: # files with status, reason, width, height; `on_image` results
+               )->tuple[pd.DataFrame, list]: # files with status, reason, width, height; on_image results
     "Open every file: `status` is 'ok' or 'skipped', `reason` says what was odd or why it was skipped."
     def check(row):
         if row.stray: return 'skipped', row.stray, None, None, None
@@ -217,6 +217,7 @@ def locked(folder:Path,        # the folder to hold
           ):
     "Hold an exclusive lock on `folder` for the block; another process holding it is refused in one line."
     folder = Path(folder)
+    created = not folder.exists()
     try: folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError): raise UserError(f'{folder} is not a folder (a file is in the way)') from None
     except PermissionError: raise UserError(f'cannot create {folder}: permission denied') from None
@@ -227,4 +228,7 @@ def locked(folder:Path,        # the folder to hold
             raise UserError(f'{folder} is in use by another process (pid {holder}); wait for it, or choose another folder') from None
         f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
         try: yield folder
-        finally: fcntl.flock(f, fcntl.LOCK_UN)
+        finally:
+            if created and [p.name for p in folder.iterdir()] == ['.lock']:  # a refused or empty job leaves no folder behind
+                (folder/'.lock').unlink(); folder.rmdir()
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -16,8 +16,8 @@ from .data import UserError
 from .metrics import expected_calibration_error, reliability
 
 # %% auto #0
-__all__ = ['plot_confusion', 'plot_reliability', 'plot_curves', 'GradCamError', 'last_conv_layer', 'grad_cam', 'overlay',
-           'pick_gradcam_images', 'plot_gradcam']
+__all__ = ['plot_confusion', 'plot_reliability', 'plot_curves', 'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam',
+           'overlay', 'pick_gradcam_images', 'plot_gradcam']
 
 # %% ../nbs/31_interpret.ipynb #6bebfef7
 def plot_confusion(y,                    # true class of each image
@@ -37,7 +37,7 @@ def plot_confusion(y,                    # true class of each image
 
 # %% ../nbs/31_interpret.ipynb #90383282
 def plot_reliability(curves:dict,  # model name -> (y, probs)
-                     bins:int=10,  # confidence bins, as in `reliability`
+                     bins:int=10,  # confidence bins, as in reliability
                      ax=None,      # axes to draw on (default: a new figure)
                     ):
     "Reliability diagram of several models, each labelled with its expected calibration error."
@@ -51,7 +51,7 @@ def plot_reliability(curves:dict,  # model name -> (y, probs)
     return ax
 
 # %% ../nbs/31_interpret.ipynb #4d265fa2
-def plot_curves(histories:dict, # run name -> its history (`Run.history`): one row per epoch, with val_loss and val_accuracy
+def plot_curves(histories:dict, # run name -> its history (Run.history): one row per epoch, with val_loss and val_accuracy
                ):
     "Validation loss and accuracy per epoch of several runs, side by side."
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
@@ -76,11 +76,20 @@ def last_conv_layer(model:keras.Model)->str:
         if output is not None and len(output.shape) == 4 and not isinstance(layer, skip): return layer.name
     raise GradCamError(f'{model.name} has no convolutional layer for Grad-CAM')
 
+def gradcam_layer(model:keras.Model, min_size:int=8)->str:
+    "The last spatial layer whose map is at least `min_size` px a side (else the largest): small inputs give 2x2 blobs at the top."
+    skip = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout)
+    spatial = [l for l in model.layers if getattr(l, 'output', None) is not None and len(l.output.shape) == 4
+               and not isinstance(l, skip) and l.name not in ('image', 'to_float', 'scale', 'preprocess') and not l.name.startswith('augment')]
+    if not spatial: raise GradCamError(f'{model.name} has no convolutional layer for Grad-CAM')
+    big = [l for l in spatial if l.output.shape[1] >= min_size]
+    return (big[-1] if big else max(spatial, key=lambda l: l.output.shape[1])).name
+
 # %% ../nbs/31_interpret.ipynb #3ff4e522
 def grad_cam(model:keras.Model,
              images,                # uint8 batch (n, size, size, 3), as the model takes it
              class_index=None,      # class to explain per image (default: the predicted one)
-             layer:str|None=None,   # default: `last_conv_layer(model)`
+             layer:str|None=None,   # default: last_conv_layer(model)
             )->tuple[np.ndarray, np.ndarray]: # heatmaps (n, size, size) in [0, 1], and the explained classes
     "Grad-CAM heatmaps of `model` for `images`, upsampled to the image size."
     layer = layer or last_conv_layer(model)

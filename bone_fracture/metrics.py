@@ -73,7 +73,7 @@ def reliability(y,              # true class of each image
 # %% ../nbs/30_metrics.ipynb #50f1d539
 def expected_calibration_error(y,            # true class of each image
                                probs,        # predicted probabilities, one column per class
-                               bins:int=10,  # as in `reliability`
+                               bins:int=10,  # as in reliability
                               )->float:
     "Mean |accuracy - confidence| over the confidence bins, weighted by their images."
     t = reliability(y, probs, bins)
@@ -81,7 +81,7 @@ def expected_calibration_error(y,            # true class of each image
 
 # %% ../nbs/30_metrics.ipynb #b6ae8e27
 def headline_from_confusion(cm, # confusion matrix (rows true, columns predicted), or a stack of them (..., k, k)
-                           )->np.ndarray: # (..., 4): the `HEADLINE` metrics of each matrix
+                           )->np.ndarray: # (..., 4): the HEADLINE metrics of each matrix
     "Accuracy, balanced accuracy, macro-F1 (over the classes present) and Cohen's kappa of confusion matrices."
     cm = np.asarray(cm, dtype=float)
     tp, support, predicted = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), cm.sum(-2)
@@ -100,7 +100,7 @@ def headline_from_confusion(cm, # confusion matrix (rows true, columns predicted
 def headline_metrics(y,                # true class of each image
                      pred,             # predicted class of each image
                      num_classes:int,  # classes the model can predict
-                    )->np.ndarray:     # the `HEADLINE` metrics, in order
+                    )->np.ndarray:     # the HEADLINE metrics, in order
     "Accuracy, balanced accuracy, macro-F1 (classes present in `y`) and Cohen's kappa, from scikit-learn's confusion matrix."
     return headline_from_confusion(skm.confusion_matrix(y, pred, labels=np.arange(num_classes)))
 
@@ -110,7 +110,7 @@ def bootstrap_ci(y,                  # true class of each image
                  n_resamples:int=2000,
                  level:float=0.95,   # coverage of the interval
                  seed:int=0,
-                )->pd.DataFrame:     # one row per `HEADLINE` metric: value, low, high
+                )->pd.DataFrame:     # one row per HEADLINE metric: value, low, high
     "Each headline metric with its percentile-bootstrap interval over the test images."
     y, probs = np.asarray(y), np.asarray(probs)
     cm = skm.confusion_matrix(y, probs.argmax(1), labels=np.arange(probs.shape[1]))
@@ -152,7 +152,7 @@ def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabil
                          n_resamples:int=2000,
                          level:float=0.95,
                          seed:int=0,
-                        )->pd.DataFrame:      # one row per `HEADLINE` metric: value, low, high
+                        )->pd.DataFrame:      # one row per HEADLINE metric: value, low, high
     "Each headline metric with its percentile interval from resampling whole audit groups."
     probs = np.asarray(probs)
     cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])

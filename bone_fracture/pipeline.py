@@ -46,7 +46,7 @@ def make_dataset(paths,                  # image files
                  batch_size:int=32,
                  shuffle:bool=False,     # reshuffle every epoch (training)
                  seed:int=0,             # shuffle seed
-                 resize:str='pad',       # see `fit_square`
+                 resize:str='pad',       # see fit_square
                  cache:str|Path|None='', # '' caches in memory, a path caches to that file, None not at all
                 )->tf.data.Dataset:      # batches of (uint8 images, int32 labels)
     "A tf.data pipeline that decodes each image once, then caches, shuffles, batches and prefetches."
@@ -71,7 +71,7 @@ class StudyData:
     @classmethod
     def from_splits(cls, root:Path,              # dataset root the paths are relative to
                     splits:pd.DataFrame,         # the audit's split table
-                    split:str='leakage_free',    # see `split_parts`
+                    split:str='leakage_free',    # see split_parts
                     seed:int=0,                  # seed of the validation carve-out
                    )->StudyData:
         "The parts of `split` in `splits`, with classes numbered in sorted order."
@@ -104,7 +104,7 @@ class StudyData:
 
 # %% ../nbs/03_pipeline.ipynb #b82624e5
 def study_data(data='demo',                 # a folder, 'demo' or 'kaggle'
-               split:str='leakage_free',    # see `split_parts`
+               split:str='leakage_free',    # see split_parts
                seed:int=0,                  # seed of the audit's split (and of the demo data)
               )->tuple[StudyData, pd.DataFrame]: # the split's data, and the audit's whole split table
     "Train / val / test tables of `split`, from the audit of `data`."

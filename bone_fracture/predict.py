@@ -18,7 +18,7 @@ from .runs import Run
 __all__ = ['load_predictor', 'predict']
 
 # %% ../nbs/33_predict.ipynb #dfa22137
-def load_predictor(model, # a finished run directory, or a `.keras` file (in a run directory, or not)
+def load_predictor(model, # a finished run directory, or a .keras file (in a run directory, or not)
                   )->tuple[keras.Model, list]: # the model and its class names
     "A trained model and its class names; a model without a finished run beside it gets 'class 0', 'class 1', ..."
     path = Path(model)

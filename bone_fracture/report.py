@@ -52,7 +52,7 @@ def run_test_images(run:Run,      # a finished run
 def images_per_second(model:keras.Model,
                       images:np.ndarray,    # uint8 batch, as the model takes it
                       batch_size:int=32,
-                      repeats:int=2,        # passes over `images` timed
+                      repeats:int=2,        # passes over images timed
                      )->float:
     "Inference throughput of `model` on `images` (after a warm-up batch that pays for tracing)."
     model.predict(images[:batch_size], verbose=0)
@@ -73,7 +73,7 @@ class Evaluation:
     def name(self)->str: return f'{self.run.path.name} · {self.test_set}'
 
 # %% ../nbs/32_report.ipynb #7244e29f
-def evaluate_run(run,        # a finished `Run`, or its directory
+def evaluate_run(run,        # a finished Run, or its directory
                  data=None,  # where the data is now, if not where the run was trained
                 )->list[Evaluation]:
     "Predict a run's test images; an official-split run also yields its leaked and unleaked test subsets."
@@ -159,7 +159,7 @@ def summarise(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->d
             'evaluations': records, 'mcnemar': paired_tests(evaluations), 'seeds': seed_spread(records), 'leak': leak_records(records)}
 
 # %% ../nbs/32_report.ipynb #2057e7d2
-def results_table(results:dict,     # as `summarise` returns it, or read from results.json
+def results_table(results:dict,     # as summarise returns it, or read from results.json
                   metrics=HEADLINE,
                   digits:int=3,
                  )->pd.DataFrame:   # one row per evaluation
@@ -290,7 +290,7 @@ def draw_figures(runs:list[Run], evaluations:list[Evaluation], results:dict, gra
 
 # %% ../nbs/32_report.ipynb #9bea1259
 def write_report(out:Path,       # the report's folder
-                 results:dict,   # as `summarise` returns it
+                 results:dict,   # as summarise returns it
                  figures:dict,   # file name -> matplotlib figure
                  dpi:int=100,
                 )->list[str]:    # the files written, in order
@@ -320,7 +320,7 @@ def check_runs(runs:list)->list[Run]:
     return runs
 
 # %% ../nbs/32_report.ipynb #7f1a8244
-def evaluate_runs(runs:list,             # run directories (or `Run`s)
+def evaluate_runs(runs:list,             # run directories (or Run objects)
                   out:Path,              # folder for results.json, results.md and the figures
                   data=None,             # where the data is now, if not where the runs were trained
                   n_resamples:int=2000,  # bootstrap resamples

@@ -163,7 +163,7 @@ class Run:
     @property
     def info(self)->dict:
         "The summary `finish` wrote (run.json); a `RunError` if the run is not finished."
-        if not self.started: raise RunError(f'{self.path} is not a run directory (no {self.CONFIG})')
+        if not self.finished and not self.started: raise RunError(f'{self.path} is not a run directory (no {self.CONFIG})')
         if not self.finished: raise RunError(f'{self.path} is not a finished run (no {self.INFO}): train it to the end first')
         return read_json(self.path/self.INFO)
     @property

@@ -21,8 +21,8 @@ from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, weights_a
 __all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
-           'plot_study_calibration', 'plot_study_confusion', 'git_commit', 'run_jobs', 'evaluate_study', 'study_readme',
-           'study_markdown', 'write_study', 'run_study']
+           'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
+           'git_commit', 'run_jobs', 'evaluate_study', 'study_readme', 'study_markdown', 'write_study', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -293,6 +293,42 @@ def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:di
     fig.tight_layout()
     return fig
 
+# %% ../nbs/60_study.ipynb #64a2e558
+def plot_study_f1(results:dict):
+    "F1 of every class (columns) for each model and baseline (rows), out-of-fold."
+    import matplotlib.pyplot as plt, seaborn as sns
+    s, names = results['cross_validation']['scores'], results['names']
+    df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
+    fig, ax = plt.subplots(figsize=(0.9 * df.shape[1] + 3, 0.5 * len(df) + 2))
+    sns.heatmap(df.astype(float), annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 7})
+    ax.set_title('F1 per class, out-of-fold'); ax.tick_params(axis='x', rotation=45)
+    fig.tight_layout()
+    return fig
+
+def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
+    "Validation loss and accuracy per epoch of each model's fold-0 run."
+    from bone_fracture.interpret import plot_curves
+    return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list})
+
+def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
+    "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays, on a layer with a map of at least 8x8."
+    from bone_fracture.interpret import grad_cam, gradcam_layer, overlay
+    from bone_fracture.pipeline import load_image
+    import matplotlib.pyplot as plt
+    shown = table[table.fold == 0].head(n)
+    fig, axes = plt.subplots(len(shown), len(cfg.model_list) + 1, figsize=(2.6 * (len(cfg.model_list) + 1), 2.6 * len(shown)), squeeze=False)
+    for j, m in enumerate(cfg.model_list, 1):
+        model = Run(runs_dir/Job(m, 'fold0').name).model()
+        images = np.stack([load_image(Path(root)/p, cfg.image_size) for p in shown.path])
+        layer = gradcam_layer(model)
+        cams, chosen = grad_cam(model, images, layer=layer)
+        for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
+            overlay(image, cam, axes[row, j], f'{names[m]}\n{classes[c]} ({layer})')
+    for row, (p, label) in enumerate(zip(shown.path, shown.label)):
+        axes[row, 0].imshow(load_image(Path(root)/p, cfg.image_size)); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/60_study.ipynb #d03222bd
 def git_commit()->str|None:
     "The git commit of the library's checkout, if it is one."
@@ -350,7 +386,7 @@ def study_readme(results:dict)->str:
         '- `results.json`: every number: pooled out-of-fold metrics with intervals, per-fold scores, paired tests, baselines, the leak',
         '- `results.md`: the tables',
         '- `predictions.csv`: one row per usable image: path, label, audit group, fold, each model\'s and baseline\'s predicted class and probabilities',
-        '- `metrics.png`, `folds.png`, `calibration.png`, `confusion.png`: the figures',
+        '- `metrics.png`, `folds.png`, `per_class_f1.png`, `calibration.png`, `confusion.png`, `curves.png`, `gradcam.png`: the figures',
         '- `runs/<model>-fold<k>/`, `runs/<model>-official/`: the training runs, each a run directory', ''])
 
 def study_markdown(results:dict, folds:pd.DataFrame)->str:
@@ -369,7 +405,7 @@ def study_markdown(results:dict, folds:pd.DataFrame)->str:
     return ''.join(parts)
 
 # %% ../nbs/60_study.ipynb #ee0ba8e2
-def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, classes:list):
+def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, classes:list, cfg:StudyConfig, root):
     "Write predictions, figures, tables, README and, last, results.json."
     import matplotlib.pyplot as plt
     (out/'results.json').unlink(missing_ok=True)          # no results.json beside half-written figures
@@ -382,7 +418,8 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     atomic_write(out/'predictions.csv', pred.to_csv(index=False))
     figures = {'metrics.png': plot_study_metrics(results), 'folds.png': plot_fold_spread(folds, names),
                'calibration.png': plot_study_calibration(table, classes, models, names),
-               'confusion.png': plot_study_confusion(table, classes, models, names)}
+               'confusion.png': plot_study_confusion(table, classes, models, names), 'per_class_f1.png': plot_study_f1(results),
+               'curves.png': plot_study_curves(cfg, out/'runs', names), 'gradcam.png': plot_study_gradcam(cfg, table, classes, out/'runs', root, names)}
     for name, fig in figures.items(): atomic_write(out/name, write=lambda p: fig.savefig(p, dpi=100)); plt.close(fig)
     atomic_write(out/'results.md', study_markdown(results, folds))
     atomic_write(out/'README.md', study_readme(results))
@@ -417,6 +454,6 @@ def run_study(cfg:StudyConfig,     # the study (see `study_config`)
             log('evaluation: already done'); return old
         log('evaluation ...')
         results, table, folds = evaluate_study(cfg, audit, out/'runs')
-        write_study(out, results, table, folds, results['classes'])
+        write_study(out, results, table, folds, results['classes'], cfg, audit.root)
         log(f'written to {out}: results.json, results.md, predictions.csv, README.md and figures')
         return results

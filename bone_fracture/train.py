@@ -47,7 +47,7 @@ class Checkpoint(keras.callbacks.Callback):
 def make_callbacks(run:Run,
                    patience:int=10,           # early-stopping patience ('plateau')
                    monitor:str='val_loss',    # what checkpoint, early stopping and LR schedule watch ('plateau')
-                   schedule:str='plateau',    # 'plateau': best epoch by `monitor`; 'cosine': every epoch, the last one kept
+                   schedule:str='plateau',    # 'plateau': best epoch by monitor; 'cosine': every epoch, the last one kept
                    lr:float=1e-3, epochs:int=30, # the cosine's start and length
                   )->list:
     "Checkpoint, learning-rate schedule (and early stopping with 'plateau'), history row, then backup, for `run`."
@@ -85,7 +85,7 @@ def fit(model:keras.Model,         # a compiled model
         class_weight:dict|None=None,
         verbose='auto',            # Keras' progress display: 'auto', 0, 1 or 2
         monitor:str='val_loss',    # what checkpoint, early stopping and the LR schedule watch
-        schedule:str='plateau',    # see `make_callbacks`; 'cosine' starts from the compiled learning rate
+        schedule:str='plateau',    # see make_callbacks; 'cosine' starts from the compiled learning rate
        )->pd.DataFrame:            # one row per finished epoch
     "Train with the study's callbacks into `run`; resumes an interrupted run, and only reads back a finished one."
     if run.finished: return run.history
@@ -105,7 +105,7 @@ def fit(model:keras.Model,         # a compiled model
 def fit_config(model:keras.Model, train_ds, val_ds, run:Run,
                cfg:TrainConfig,           # learning rate, epochs, patience, monitor and schedule come from here
                *,
-               fine_tune:bool=False,      # phase 2 of transfer learning: `cfg.fine_tune_lr` and `cfg.fine_tune_epochs`
+               fine_tune:bool=False,      # phase 2 of transfer learning: cfg.fine_tune_lr and cfg.fine_tune_epochs
                class_weight:dict|None=None,
                verbose='auto',
               )->pd.DataFrame:

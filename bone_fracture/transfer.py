@@ -114,10 +114,10 @@ def train_everything(model:keras.Model)->keras.Model:
     return model
 
 # %% ../nbs/22_transfer.ipynb #092daa56
-def fit_transfer(model:keras.Model,  # from `transfer_model`
+def fit_transfer(model:keras.Model,  # from transfer_model
                  data:StudyData,     # the split to train on
-                 run:Run,            # the run directory; phases go to its `phase1/` and `phase2/`
-                 cfg:TrainConfig,    # epochs, learning rates, `unfreeze`, `cached_features`, `weights`
+                 run:Run,            # the run directory; phases go to its phase1/ and phase2/
+                 cfg:TrainConfig,    # epochs, learning rates, unfreeze, cached_features, weights
                  verbose='auto',
                 )->pd.DataFrame:     # both phases' history
     "Phase 1 (the head, on cached features if asked), then phase 2 (top `cfg.unfreeze` blocks); random weights: one phase, all layers."
