@@ -74,7 +74,7 @@ class TrainConfig:
     patience:int = 12           # epochs without improvement before early stopping ('plateau')
     monitor:str = 'val_loss'    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
     augment:float = 1.0         # custom CNN: augmentation strength (0 none, 1 default, 2 twice as strong)
-    schedule:str = 'plateau'    # 'plateau': best epoch by `monitor`, early stopping; 'cosine': all epochs, the last kept
+    schedule:str = 'plateau'    # 'plateau': best epoch by monitor, early stopping; 'cosine': all epochs, the last kept
     precision:str = 'auto'      # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
     strategy:str = 'default'    # 'mirrored': tf.distribute.MirroredStrategy over all GPUs (or logical CPUs)
     folds:int = 5               # cross-validation folds the audit deals ('fold0' .. 'fold{folds-1}')
@@ -183,7 +183,7 @@ class Run:
 
 # %% ../nbs/04_runs.ipynb #5028a36b
 @patch_to(Run)
-def data(self:Run, root=None)->StudyData:
+def data(self:Run, root=None):
     "The train / val / test parts of this run's own split, from its splits.csv (images under `root`, or where the config says)."
     from bone_fracture.pipeline import StudyData  # TensorFlow comes with it: the rest of this module is light
     cfg = self.config

@@ -426,7 +426,7 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     atomic_write(out/'results.json', json.dumps(results, indent=1) + '\n')
 
 # %% ../nbs/60_study.ipynb #c192cd51
-def run_study(cfg:StudyConfig,     # the study (see `study_config`)
+def run_study(cfg:StudyConfig,     # the study (see study_config)
               out:Path,            # the study folder
               only:str|None=None,  # run just these jobs ('vgg16:2', 'custom:official', 'resnet50'), no evaluation
               verbose='auto',      # Keras' progress display
