@@ -4,7 +4,7 @@
 
 # %% ../nbs/20_training.ipynb #3682e114
 from __future__ import annotations
-import time
+import contextlib, signal, threading, time
 from pathlib import Path
 
 import keras
@@ -16,7 +16,8 @@ from .compute import compile_model, build_state
 from .runs import SCHEDULES, ConfigError, Run, TrainConfig
 
 # %% auto #0
-__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'make_callbacks', 'plot_history', 'fit', 'fit_config']
+__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'make_callbacks', 'plot_history', 'held_interrupts', 'StopOnInterrupt', 'fit',
+           'fit_config']
 
 # %% ../nbs/20_training.ipynb #9916fdb5
 def cosine_lr(lr:float, epochs:int):
@@ -75,6 +76,23 @@ def plot_history(history:pd.DataFrame, title:str='', path:Path|None=None):
     if path is not None: fig.savefig(path, dpi=100)
     return fig
 
+# %% ../nbs/20_training.ipynb #a9711791
+@contextlib.contextmanager
+def held_interrupts():
+    "Inside the block, Ctrl-C (SIGINT) sets `state['requested']` instead of interrupting; the previous handler comes back after."
+    state = {'requested': False}
+    if threading.current_thread() is not threading.main_thread(): yield state; return   # signals reach the main thread only
+    previous = signal.signal(signal.SIGINT, lambda *_: state.update(requested=True))
+    try: yield state
+    finally: signal.signal(signal.SIGINT, previous)
+
+class StopOnInterrupt(keras.callbacks.Callback):
+    "Raise a held Ctrl-C between steps, or after the epoch's checkpoint, history row and backup."
+    def __init__(self, state:dict): super().__init__(); self.state = state
+    def check(self, *_, **__):
+        if self.state['requested']: raise KeyboardInterrupt
+    on_train_batch_end = on_epoch_end = check
+
 # %% ../nbs/20_training.ipynb #c6bdf541
 def fit(model:keras.Model,         # a compiled model
         train_ds, val_ds,          # tf.data pipelines of (image, label)
@@ -92,8 +110,9 @@ def fit(model:keras.Model,         # a compiled model
     start = time.perf_counter()
     lr = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))  # (a MirroredVariable under a strategy)
     build_state(model, train_ds)
-    model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,  # tf.data shuffles
-              callbacks=make_callbacks(run, patience, monitor, schedule, lr, epochs), verbose=verbose)
+    with held_interrupts() as interrupt:
+        model.fit(train_ds, validation_data=val_ds, epochs=epochs, class_weight=class_weight, shuffle=False,  # tf.data shuffles
+                  callbacks=make_callbacks(run, patience, monitor, schedule, lr, epochs) + [StopOnInterrupt(interrupt)], verbose=verbose)
     history = run.history
     if not len(history) or not np.isfinite(history.loss).all():
         raise ConfigError(f'training diverged (loss {history.loss.iloc[-1] if len(history) else "nan"}): lower the learning rate')
