@@ -515,7 +515,7 @@ def markdown(self:Bench)->str:
         f"# Benchmark\n\n{m['processor']}, {m['cores']} cores, bfloat16 instructions: {m['bfloat16 instructions']}, AMX: {m['amx']}; "
         f"TensorFlow {m['tensorflow']}, Keras {m['keras']}, oneDNN {'on' if m['onednn'] else 'off'}; "
         + (f"GPU: {m['gpu']}." if m['gpu'] else 'no GPU: GPU figures not measured.') +
-        f"\n\nData: {self.data} ({self.train_images} training images). {self.seconds / 60:.1f} minutes; load average (1 min) "
+        f"\n\nData: {Path(str(self.data)).name} ({self.train_images} training images). {self.seconds / 60:.1f} minutes; load average (1 min) "
         f"{m['load average (1 min)']} before, {self.load_after} after. Every figure: median (min–max) of {p.repeats} repeats "
         f"after {p.warmup} warm-up ({p.phase1_repeats} for phase 1, {p.audit_repeats} for the audit).",
         '## Targets\n\n' + markdown_table(self.targets()),

@@ -15,7 +15,7 @@ from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, group_confusions, group_resamples, \
     headline_from_confusion, holm, paired_cluster_bootstrap, per_class_table, reliability
-from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, weights_arg
+from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
 __all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
@@ -67,7 +67,7 @@ class StudyConfig:
 # %% ../nbs/60_study.ipynb #836842b3
 PRESETS = {
     'demo': dict(data='demo', folds=2, image_size=32, epochs=1, batch_size=16, lr_custom=3e-3, resamples=500),
-    'cpu':  dict(folds=5, image_size=64, epochs=60, batch_size=16, schedule='cosine', weights='none'),
+    'cpu':  dict(folds=5, image_size=64, epochs=100, batch_size=16, schedule='cosine', weights='none'),
     'gpu':  dict(folds=5, image_size=224, epochs=20, batch_size=32, weights='imagenet', lr_vgg16=1e-3, lr_resnet50=1e-3,
                  fine_tune_epochs=10, fine_tune_lr=1e-5, precision='auto'),
 }
@@ -434,22 +434,22 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
              )->dict|None:         # the results (None when `only` ran a slice)
     "Run the whole protocol into `out`: audit, every job, evaluation, report files; resumes whatever was done."
     out = Path(out)
+    jobs = select_jobs(study_jobs(cfg), only)        # a slice that is not a job is refused before anything is written
     with locked(out):
         saved = out/'study.json'
-        if saved.exists() and json.loads(saved.read_text())['config'] != asdict(cfg):
+        if saved.exists() and read_json(saved).get('config') != asdict(cfg):
             raise UserError(f'{out} holds a study with other settings; pass a new --out or the same settings')
-        atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2) + '\n')
         log(f'audit of {cfg.data} ...')
         audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
         if (audit.splits.fold < 0).all(): raise DataError(f'{cfg.data} has too few groups of images for {cfg.folds} folds')
         for k in range(cfg.folds):
             if missing := sorted(set(audit.splits.label) - set(audit.splits.label[audit.splits.fold != k])):
                 raise DataError(f"fold {k} leaves no training image of {', '.join(missing)}: use fewer folds")
-        jobs = select_jobs(study_jobs(cfg), only)
+        atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2) + '\n')   # recorded once the data is known to be usable
         run_jobs(cfg, jobs, out/'runs', verbose, log)
         if only: return None
         runs = sorted(Run(out/'runs'/j.name).path.name for j in study_jobs(cfg))
-        if (out/'results.json').exists() and (old := json.loads((out/'results.json').read_text())).get('runs') == runs \
+        if (out/'results.json').exists() and (old := read_json(out/'results.json')).get('runs') == runs \
            and old.get('config') == asdict(cfg) and old.get('code', {}).get('version') == code_version():
             log('evaluation: already done'); return old
         log('evaluation ...')
