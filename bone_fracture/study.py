@@ -5,7 +5,7 @@
 # %% ../nbs/60_study.ipynb #6657557d
 from __future__ import annotations
 import json, math, subprocess, time
-from dataclasses import dataclass, asdict, fields, replace
+from dataclasses import dataclass, asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +13,8 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
-from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, group_confusions, group_resamples, \
-    headline_from_confusion, holm, paired_cluster_bootstrap, per_class_table, reliability
+from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, group_resamples, holm, \
+    paired_cluster_bootstrap, per_class_table, reliability
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
