@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #8ba0e13a
 from __future__ import annotations
-import argparse, contextlib, inspect, math, os, sys, tempfile
+import argparse, contextlib, inspect, io, math, os, sys, tempfile
 from pathlib import Path
 
 from fastcore.docments import docments
@@ -15,7 +15,7 @@ from .study import StudyConfig
 
 # %% auto #0
 __all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'OPTIONS_FROM', 'at_least', 'audit', 'train', 'study', 'bench', 'evaluate', 'predict',
-           'native_stderr_held', 'import_tensorflow', 'parser', 'main']
+           'native_stderr_held', 'import_tensorflow', 'parser', 'main', 'run_command']
 
 # %% ../nbs/90_cli.ipynb #b07b1005
 def at_least(name:str, value, low):
@@ -167,3 +167,12 @@ def main(argv:list[str]|None=None)->int:
         print(f'bone_fracture {command}: interrupted; run the same command again to continue where it stopped', file=sys.stderr)
         return 130
     return 0
+
+# %% ../nbs/90_cli.ipynb #22fa3926
+def run_command(*argv)->tuple[int, str, str]:
+    "Exit code, stdout and stderr of `bone_fracture *argv`, run in this process."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: code = main([str(a) for a in argv])
+        except SystemExit as e: code = e.code          # argparse's own errors, and --help
+    return code, out.getvalue(), err.getvalue()

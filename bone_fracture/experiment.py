@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_experiment.ipynb #273c9fbe
 from __future__ import annotations
-import hashlib, json, time
+import hashlib, json, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from .audit import run_audit
 from .custom_cnn import custom_cnn
-from .data import cache_dir
+from .data import UserError, cache_dir
 from .pipeline import StudyData
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
 from .compute import compile_model, precision_policy, seeded
@@ -23,8 +23,8 @@ from .train import fit_config, plot_history
 from .transfer import fit_transfer, transfer_model
 
 # %% auto #0
-__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config', 'demo_run',
-           'model_run']
+__all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirrored', 'train_run', 'demo_config',
+           'prune_demo_runs', 'demo_run', 'model_run']
 
 # %% ../nbs/25_experiment.ipynb #b2dbd7c7
 ARCHITECTURES = {
@@ -87,12 +87,27 @@ def demo_config(model:str='custom', split:str='leakage_free', **overrides)->Trai
     "The demo run of `model` on `split`, with any field overridden."
     return TrainConfig(model=model, data='demo', split=split, **(DEMO_RECIPES[model] | overrides))
 
+# %% ../nbs/25_experiment.ipynb #bd53b673
+def prune_demo_runs(version:str|None=None)->list[str]:
+    "Delete the cached demo runs of every code version but `version` (default: this one); the names of those deleted."
+    version, removed = version or code_version(), []
+    for old in sorted((cache_dir()/'runs').glob('*')):
+        if not old.is_dir() or old.name.split('-')[-2:-1] == [version]: continue
+        try:
+            with Run(old).lock(): shutil.rmtree(old)
+        except UserError: continue                 # another process is using it
+        removed.append(old.name)
+    return removed
+
+# %% ../nbs/25_experiment.ipynb #e7fc37e6
 def demo_run(cfg:TrainConfig)->Run:
     "A finished run of `cfg` on the demo data, trained once per config and code version into the cache."
     if cfg.data != 'demo': raise ConfigError(f"demo_run trains on the demo data only, not {cfg.data!r}")
     key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     run = Run(cache_dir()/'runs'/f'{cfg.model}-{cfg.split}-{code_version()}-{key}')
-    if not run.finished: train_run(cfg, run.path, verbose=0, wait=True)
+    if not run.finished:
+        prune_demo_runs()
+        train_run(cfg, run.path, verbose=0, wait=True)
     return run
 
 # %% ../nbs/25_experiment.ipynb #56b68e0e
