@@ -561,16 +561,21 @@ def plot(self:Bench):
 def run_bench(data='demo',        # images of the pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
               out='bench',        # folder to write bench.json, bench.md and bench.png into
               quick:bool=False,   # `QUICK`: tiny sizes, single repeats, to check that everything runs
+              log=print,          # where each stage is announced (`[2/5] models against the machine's peak`)
              )->dict:             # what bench.json holds
     "Run every benchmark of the plan and write bench.json, bench.md and bench.png into `out`."
     plan, start = QUICK if quick else BenchPlan(), time.perf_counter()
     with locked(out) as out:
         info, sd = machine(), study_data(data)[0]
-        pipelines = pipeline_table(sd, plan.pipeline_sizes, plan.batch_size, plan.epochs, plan.repeats, plan.warmup)
+        stage = lambda k, what: log(f'[{k}/5] {what}')
+        stage(1, 'input pipelines'); pipelines = pipeline_table(sd, plan.pipeline_sizes, plan.batch_size, plan.epochs, plan.repeats, plan.warmup)
+        stage(2, "models against the machine's peak")
         models = model_table(plan.models, plan.model_sizes, None, None, plan.batch_size, plan.steps, plan.repeats, plan.warmup, plan.matmul_n)
+        stage(3, 'phase 1 on images and on cached features')
         phase1 = pd.DataFrame([phase1_timing(m, sd, plan.phase1_size, plan.batch_size, plan.phase1_repeats) for m in plan.phase1_models]).set_index('model')
+        stage(4, "the audit's cost by dataset size")
         audit = pd.DataFrame([audit_cost(n, plan.audit_repeats) for n in plan.audit_sizes]).set_index('images')
-        first = first_step_table(plan.first_step_models, plan.first_step_size, plan.first_step_batch, plan.repeats)
+        stage(5, 'first training steps'); first = first_step_table(plan.first_step_models, plan.first_step_size, plan.first_step_batch, plan.repeats)
         bench = Bench(plan, info, str(data), len(sd.parts['train']), time.perf_counter() - start, machine()['load average (1 min)'],
                       pipelines, models, phase1, audit, audit_growth(audit), first)
         summary = bench.summary()

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 # %% auto #0
 __all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
            'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'cluster_bootstrap_ci', 'paired_cluster_bootstrap', 'holm']
+           'group_resamples', 'cluster_bootstrap_ci', 'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -186,3 +186,21 @@ def holm(p_values)->np.ndarray:
     adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     out = np.empty_like(p); out[order] = np.minimum(adjusted, 1.0)
     return out
+
+# %% ../nbs/30_metrics.ipynb #e0e8ab5b
+def selection_bound(scores:pd.DataFrame,  # one row per run: the candidate's columns, the cluster and the score
+                    candidate:list,        # columns that name a candidate (e.g. recipe and variant)
+                    cluster:str,           # column of the unit the score's noise comes from (e.g. the split)
+                    value:str,             # the score the pick was made on
+                   )->dict:                # candidates, clusters, the pooled standard error of a candidate's mean, the bound
+    "Expected optimism of picking the best of the candidates on `value`, at most: s·sqrt(2 ln k)."
+    per_cluster = scores.groupby([*candidate, cluster])[value].mean()
+    by_candidate = per_cluster.groupby(level=list(range(len(candidate)))).agg(['var', 'count'])
+    se = float(np.sqrt((by_candidate['var'] / by_candidate['count']).mean()))   # pooled over candidates
+    k = len(by_candidate)
+    return {'candidates': k, 'clusters': int(by_candidate['count'].max()), 'se': se, 'bound': se * float(np.sqrt(2 * np.log(k)))}
+
+# %% ../nbs/30_metrics.ipynb #6d663d42
+def rounded(x, nd:int=4)->float|None:
+    "`x` as a JSON number: a float rounded to `nd` digits, or None when it is missing or not finite."
+    return None if x is None or not np.isfinite(x) else round(float(x), nd)

@@ -18,8 +18,9 @@ from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
 from .interpret import pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability
-from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table
-from .runs import Run, atomic_write, locked, versions
+from bone_fracture.metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
+    rounded
+from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
 
 # %% auto #0
 __all__ = ['FIGURES', 'ReportError', 'run_test_images', 'images_per_second', 'Evaluation', 'evaluate_run', 'evaluation_record',
@@ -81,8 +82,9 @@ def evaluate_run(run,        # a finished Run, or its directory
     info, cfg = run.info, run.config             # `info` first: an unfinished run is refused before anything is read
     test, images, classes = run_test_images(run, data)
     model = run.model()
-    probs = model.predict(images, batch_size=64, verbose=0).astype('float64')
-    speed = images_per_second(model, images)
+    with tensorflow_warnings_held():   # a new model's predict function is traced again: expected, not worth a warning
+        probs = model.predict(images, batch_size=64, verbose=0).astype('float64')
+        speed = images_per_second(model, images)
     settings = {'image_size': cfg.image_size,
                 'weights': cfg.weights if cfg.model != 'custom' else 'none (trained from scratch)',
                 'epochs_run': info.get('epochs'), 'precision': info.get('precision'),
@@ -95,9 +97,6 @@ def evaluate_run(run,        # a finished Run, or its directory
     subsets = {'official': everything, 'official_unleaked': ~test.leaked.values, 'official_leaked': test.leaked.values}
     return [evaluation(name, mask) for name, mask in subsets.items() if mask.any()]
 
-# %% ../nbs/32_report.ipynb #ec35dc53
-def _round(x, nd:int=4): return None if x is None or (isinstance(x, float) and np.isnan(x)) else round(float(x), nd)
-
 # %% ../nbs/32_report.ipynb #a2d2768a
 def evaluation_record(e:Evaluation, n_resamples:int=2000, seed:int=0)->dict:
     "One evaluation as `results.json` holds it."
@@ -105,11 +104,11 @@ def evaluation_record(e:Evaluation, n_resamples:int=2000, seed:int=0)->dict:
     per_class = per_class_table(e.y, e.probs, e.classes)
     return {'name': e.name, 'run': e.run.path.name, 'model': e.model, 'split': e.split, 'seed': e.seed,
             'test_set': e.test_set, 'images': len(e.y), 'settings': e.settings,
-            'metrics': {k: _round(v) for k, v in classification_metrics(e.y, e.probs).items()},
-            'ci95': {k: [_round(ci.loc[k, 'low']), _round(ci.loc[k, 'high'])] for k in HEADLINE},
-            'ece': _round(expected_calibration_error(e.y, e.probs)),
-            'images_per_second': _round(e.images_per_second, 1),
-            'per_class': {c: {k: _round(v) for k, v in row.items()} for c, row in per_class.iterrows()},
+            'metrics': {k: rounded(v) for k, v in classification_metrics(e.y, e.probs).items()},
+            'ci95': {k: [rounded(ci.loc[k, 'low']), rounded(ci.loc[k, 'high'])] for k in HEADLINE},
+            'ece': rounded(expected_calibration_error(e.y, e.probs)),
+            'images_per_second': rounded(e.images_per_second, 1),
+            'per_class': {c: {k: rounded(v) for k, v in row.items()} for c, row in per_class.iterrows()},
             'classes': e.classes,
             'confusion': confusion_matrix(e.y, e.probs.argmax(1), labels=np.arange(len(e.classes))).tolist()}
 
@@ -130,7 +129,7 @@ def seed_spread(records:list[dict])->list[dict]:
     out = []
     for (model, test_set), runs in table.groupby(['model', 'test_set'], sort=False):
         if len(runs) < 2: continue
-        spread = {f'{k}_{s}': _round(getattr(runs[k], s)()) for k in HEADLINE for s in ('mean', 'std')}
+        spread = {f'{k}_{s}': rounded(getattr(runs[k], s)()) for k in HEADLINE for s in ('mean', 'std')}
         out.append({'model': model, 'test_set': test_set, 'runs': len(runs), **spread})
     return out
 
@@ -146,7 +145,7 @@ def leak_records(records:list[dict])->list[dict]:
                     'leaked_images': leaked['images'] if leaked else 0,
                     'accuracy_official': whole['metrics']['accuracy'], 'accuracy_unleaked': clean['metrics']['accuracy'],
                     'accuracy_leaked': leaked['metrics']['accuracy'] if leaked else None,
-                    'inflation_points': _round(100 * (whole['metrics']['accuracy'] - clean['metrics']['accuracy']), 1)})
+                    'inflation_points': rounded(100 * (whole['metrics']['accuracy'] - clean['metrics']['accuracy']), 1)})
     return out
 
 # %% ../nbs/32_report.ipynb #ab27da7d

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_runs.ipynb #ab69ed9f
 from __future__ import annotations
-import json, math, zipfile
+import contextlib, json, logging, math, zipfile
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -18,7 +18,8 @@ from .data import UserError, atomic_write, get_data, locked
 
 # %% auto #0
 __all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'RunError', 'ConfigError', 'WeightsError',
-           'weights_arg', 'TrainConfig', 'read_json', 'read_csv', 'versions', 'code_version', 'Run']
+           'weights_arg', 'TrainConfig', 'read_json', 'read_csv', 'versions', 'code_version', 'Run',
+           'tensorflow_warnings_held']
 
 # %% ../nbs/04_runs.ipynb #f9fd84cf
 class RunError(UserError):
@@ -181,6 +182,16 @@ class Run:
         if not f.exists() or f.stat().st_size == 0: return pd.DataFrame()
         return read_csv(f).drop_duplicates('epoch', keep='last').reset_index(drop=True)
 
+# %% ../nbs/04_runs.ipynb #9299265a
+@contextlib.contextmanager
+def tensorflow_warnings_held():
+    "Hold back the Python warnings of TensorFlow's logger inside the block (errors still show)."
+    logger = logging.getLogger('tensorflow')
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try: yield
+    finally: logger.setLevel(level)
+
 # %% ../nbs/04_runs.ipynb #5028a36b
 @patch_to(Run)
 def data(self:Run, root=None):
@@ -204,7 +215,8 @@ def model(self:Run, name:str='best.keras'):
 def predict(self:Run, part:str='test', root=None, batch_size:int=32)->tuple[np.ndarray, np.ndarray, list]:
     "True classes, predicted probabilities and class names for one part of the run's own split."
     data, cfg = self.data(root), self.config
-    probs = self.model().predict(data.dataset(part, cfg.image_size, batch_size), verbose=0)
+    with tensorflow_warnings_held():  # each model predicts through a new function: its retracing notice is expected
+        probs = self.model().predict(data.dataset(part, cfg.image_size, batch_size), verbose=0)
     return data.parts[part].y.values, probs, data.classes
 
 # %% ../nbs/04_runs.ipynb #9a420161

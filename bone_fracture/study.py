@@ -14,7 +14,7 @@ import pandas as pd
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, group_resamples, holm, \
-    paired_cluster_bootstrap, per_class_table, reliability
+    paired_cluster_bootstrap, per_class_table, reliability, rounded
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
@@ -22,7 +22,8 @@ __all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Jo
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
-           'git_commit', 'run_jobs', 'evaluate_study', 'study_readme', 'study_markdown', 'write_study', 'run_study']
+           'git_commit', 'run_jobs', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame',
+           'leak_frame', 'study_markdown', 'write_study', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -142,8 +143,6 @@ def probs_of(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
     "The probability columns of one model or baseline, in class order."
     return table[[f'{name}|{c}' for c in classes]].values
 
-def _r(x, nd=4): return None if x is None or not math.isfinite(x) else round(float(x), nd)
-
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
     "Metrics with cluster-bootstrap intervals per model and baseline, and paired tests between the models."
     y = table.label.map(classes.index).values
@@ -152,14 +151,14 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
         probs = probs_of(table, name, classes)
         ci = cluster_bootstrap_ci(y, probs, table.group.values, n_resamples, seed=seed)
         m = classification_metrics(y, probs)
-        scores[name] = {'images': len(y), 'metrics': {k: _r(v) for k, v in m.items()},
-                        'ci95': {h: [_r(ci.loc[h, 'low']), _r(ci.loc[h, 'high'])] for h in HEADLINE},
-                        'per_class_f1': {c: _r(v) for c, v in per_class_table(y, probs, classes).f1.items()}}
+        scores[name] = {'images': len(y), 'metrics': {k: rounded(v) for k, v in m.items()},
+                        'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
+                        'per_class_f1': {c: rounded(v) for c, v in per_class_table(y, probs, classes).f1.items()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, probs_of(table, a, classes).argmax(1), probs_of(table, b, classes).argmax(1),
                                                          table.group.values, n_resamples, seed=seed)} for a, b in pairs]
     for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
-    return {'scores': scores, 'paired': [{k: _r(v) if isinstance(v, float) else v for k, v in t.items()} for t in tests]}
+    return {'scores': scores, 'paired': [{k: rounded(v) if isinstance(v, float) else v for k, v in t.items()} for t in tests]}
 
 # %% ../nbs/60_study.ipynb #952c9c1f
 def fold_scores(table:pd.DataFrame, classes:list)->pd.DataFrame:
@@ -169,7 +168,7 @@ def fold_scores(table:pd.DataFrame, classes:list)->pd.DataFrame:
         y = part.label.map(classes.index).values
         for name in prediction_sets(table):
             m = classification_metrics(y, probs_of(part, name, classes))
-            rows.append({'fold': int(k), 'model': name, 'images': len(part), 'accuracy': _r(m['accuracy']), 'macro_f1': _r(m['macro_f1'])})
+            rows.append({'fold': int(k), 'model': name, 'images': len(part), 'accuracy': rounded(m['accuracy']), 'macro_f1': rounded(m['macro_f1'])})
     return pd.DataFrame(rows)
 
 # %% ../nbs/60_study.ipynb #7e319e9c
@@ -187,12 +186,12 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
         draws = group_resamples(codes.max() + 1, n_resamples, cfg.seed)
         per = lambda v: draws @ np.bincount(codes, weights=v, minlength=codes.max() + 1)
         boot = per(right) / per(np.ones(len(t))) - per(right * ~leaked) / np.maximum(per((~leaked).astype(float)), 1)
-        acc = lambda mask: _r(right[mask].mean()) if mask.any() else None
+        acc = lambda mask: rounded(right[mask].mean()) if mask.any() else None
         inflation = right.mean() - right[~leaked].mean()
         out.append({'model': m, 'test_images': len(t), 'leaked_images': int(leaked.sum()),
                     'accuracy_official': acc(np.ones(len(t), bool)), 'accuracy_leaked': acc(leaked), 'accuracy_unleaked': acc(~leaked),
-                    'inflation_points': _r(100 * inflation, 1),
-                    'inflation_ci95': [_r(100 * v, 1) for v in np.percentile(boot, [2.5, 97.5])]})
+                    'inflation_points': rounded(100 * inflation, 1),
+                    'inflation_ci95': [rounded(100 * v, 1) for v in np.percentile(boot, [2.5, 97.5])]})
     return out
 
 # %% ../nbs/60_study.ipynb #0e18b578
@@ -209,8 +208,8 @@ def _ci(v, lo, hi, pct=True):
     f = (lambda x: f'{100 * x:.1f} %') if pct else (lambda x: f'{x:.3f}')
     return f'{f(v)} (95 % CI {f(lo)} to {f(hi)})'
 
-def study_sentences(results:dict)->str:
-    "What the study found, in Markdown sentences generated from its results."
+def study_sentences(results:dict, limits:bool=True)->str:
+    "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names = results['cross_validation'], results['names']
     s, models = cv['scores'], results['config']['models'].split(',')
     acc = lambda m: s[m]['metrics']['accuracy']
@@ -235,7 +234,7 @@ def study_sentences(results:dict)->str:
                    f"{l['leaked_images']} of its {l['test_images']} official test images have a near-copy in Train, and without them "
                    f"it scores {100 * l['accuracy_unleaked']:.1f} %: the leak adds {l['inflation_points']:.1f} points "
                    f"(95 % CI {l['inflation_ci95'][0]:.1f} to {l['inflation_ci95'][1]:.1f}).")
-    out.append(results['limits'])
+    if limits: out.append(results['limits'])
     return '\n\n'.join(out)
 
 # %% ../nbs/60_study.ipynb #9518643f
@@ -359,7 +358,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
     folds = fold_scores(table, classes)
     names = {m: display_name(m, cfg.weights) for m in models} | {b: b for b in ('majority class', 'class-prior guess')}
     results = {'config': asdict(cfg), 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
-               'budget': f"every model: {cfg.image_size} px, {cfg.epochs} epochs, '{cfg.schedule}' schedule, batch {cfg.batch_size}",
+               'budget': f"every model: {cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, '{cfg.schedule}' schedule, batch {cfg.batch_size}",
                'ci': f'95 % percentile cluster bootstrap over audit groups, {cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted',
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
                                     **score_table(table, classes, models, cfg.resamples, cfg.seed)},
@@ -389,19 +388,39 @@ def study_readme(results:dict)->str:
         '- `metrics.png`, `folds.png`, `per_class_f1.png`, `calibration.png`, `confusion.png`, `curves.png`, `gradcam.png`: the figures',
         '- `runs/<model>-fold<k>/`, `runs/<model>-official/`: the training runs, each a run directory', ''])
 
-def study_markdown(results:dict, folds:pd.DataFrame)->str:
+# %% ../nbs/60_study.ipynb #72a02a1d
+def scores_frame(results:dict)->pd.DataFrame:
+    "Pooled out-of-fold metrics of every model and baseline, each as 'value [low, high]' (95 % cluster-bootstrap interval)."
+    rows = {results['names'][m]: {'images': v['images'], **{h.replace('_', ' '): f"{v['metrics'][h]:.3f} [{v['ci95'][h][0]:.3f}, {v['ci95'][h][1]:.3f}]"
+                                                              for h in HEADLINE}}
+            for m, v in results['cross_validation']['scores'].items()}
+    return pd.DataFrame(rows).T.rename_axis('model')
+
+def paired_frame(results:dict)->pd.DataFrame:
+    "Each pair of models on the same images: accuracy of a minus b, its interval, the p-value and the Holm-adjusted one."
+    paired = pd.DataFrame(results['cross_validation']['paired'])
+    return paired.assign(a=paired.a.map(results['names']), b=paired.b.map(results['names'])) if len(paired) else paired
+
+def folds_frame(results:dict, metric:str='accuracy')->pd.DataFrame:
+    "`metric` of every model and baseline (rows) on every fold (columns)."
+    folds = pd.DataFrame(results['folds'])
+    order = [results['names'][m] for m in results['cross_validation']['scores']]          # models first, then the baselines
+    return folds.assign(model=folds.model.map(results['names'])).pivot(index='model', columns='fold', values=metric).loc[order]
+
+def leak_frame(results:dict)->pd.DataFrame:
+    "Each model trained on official Train: accuracy on all, leaked and unleaked official Test images, and what the leak adds."
+    leak = pd.DataFrame(results['leak'])
+    return leak.assign(model=leak.model.map(results['names'])) if len(leak) else leak
+
+# %% ../nbs/60_study.ipynb #acb81c75
+def study_markdown(results:dict)->str:
     "The study's tables, in Markdown."
     from bone_fracture.report import to_markdown
-    names, s = results['names'], results['cross_validation']['scores']
-    rows = {names[m]: {'images': v['images'], **{h.replace('_', ' '): f"{v['metrics'][h]:.3f} [{v['ci95'][h][0]:.3f}, {v['ci95'][h][1]:.3f}]"
-                                                   for h in HEADLINE}} for m, v in s.items()}
-    parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(pd.DataFrame(rows).T.rename_axis('model'))]
-    if paired := results['cross_validation']['paired']:
-        paired = pd.DataFrame(paired).assign(a=lambda d: d.a.map(names), b=lambda d: d.b.map(names))
-        parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired, index=False)]
-    parts += ['\n## Accuracy per fold\n', to_markdown(folds.pivot(index='model', columns='fold', values='accuracy'))]
-    if results['leak']:
-        parts += ['\n## The official split, and the leak\n', to_markdown(pd.DataFrame(results['leak']).assign(model=lambda d: d.model.map(names)), index=False)]
+    parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(scores_frame(results))]
+    if results['cross_validation']['paired']:
+        parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results), index=False)]
+    parts += ['\n## Accuracy per fold\n', to_markdown(folds_frame(results))]
+    if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
     return ''.join(parts)
 
 # %% ../nbs/60_study.ipynb #ee0ba8e2
@@ -421,7 +440,7 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
                'confusion.png': plot_study_confusion(table, classes, models, names), 'per_class_f1.png': plot_study_f1(results),
                'curves.png': plot_study_curves(cfg, out/'runs', names), 'gradcam.png': plot_study_gradcam(cfg, table, classes, out/'runs', root, names)}
     for name, fig in figures.items(): atomic_write(out/name, write=lambda p: fig.savefig(p, dpi=100)); plt.close(fig)
-    atomic_write(out/'results.md', study_markdown(results, folds))
+    atomic_write(out/'results.md', study_markdown(results))
     atomic_write(out/'README.md', study_readme(results))
     atomic_write(out/'results.json', json.dumps(results, indent=1) + '\n')
 
