@@ -251,7 +251,7 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
         for b, style in (('majority class', ':'), ('class-prior guess', '--')):
             ax.axhline(s[b]['metrics'][k], color='k', ls=style, lw=1, label=b)
         ax.set_xticks(range(len(models)), [names[m].replace(' (', '\n(') for m in models], fontsize=8)
-        ax.set_title(f"{k.replace('_', ' ')}, out-of-fold, 95 % cluster CI", fontsize=9)
+        ax.set_title(f"{k.replace('_', ' ')}: all {s[models[0]]['images']} images out-of-fold, 95 % cluster CI", fontsize=9)
     axes[0, -1].legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -305,7 +305,7 @@ def plot_study_f1(results:dict):
     return fig
 
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
-    "Validation loss and accuracy per epoch of each model's fold-0 run."
+    "Loss and accuracy per epoch of each model's fold-0 run, on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
     return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list})
 
