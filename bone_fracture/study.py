@@ -23,7 +23,7 @@ __all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Jo
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
            'git_commit', 'run_jobs', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame',
-           'leak_frame', 'study_markdown', 'write_study', 'run_study']
+           'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -444,6 +444,15 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     atomic_write(out/'README.md', study_readme(results))
     atomic_write(out/'results.json', json.dumps(results, indent=1) + '\n')
 
+# %% ../nbs/60_study.ipynb #45612189
+def check_weights(cfg:StudyConfig):
+    "Load the pretrained backbone of every transfer model of `cfg` once (at 32 px), so that weights that cannot be had fail first."
+    if weights_arg(cfg.weights) is None: return
+    import keras
+    from bone_fracture.transfer import backbone
+    for m in cfg.model_list:
+        if m != 'custom': backbone(m, keras.Input((32, 32, 3)), cfg.weights)
+
 # %% ../nbs/60_study.ipynb #c192cd51
 def run_study(cfg:StudyConfig,     # the study (see study_config)
               out:Path,            # the study folder
@@ -458,6 +467,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
         saved = out/'study.json'
         if saved.exists() and read_json(saved).get('config') != asdict(cfg):
             raise UserError(f'{out} holds a study with other settings; pass a new --out or the same settings')
+        check_weights(cfg)                           # weights that cannot be had fail before hours of training
         log(f'audit of {cfg.data} ...')
         audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
         if (audit.splits.fold < 0).all(): raise DataError(f'{cfg.data} has too few groups of images for {cfg.folds} folds')

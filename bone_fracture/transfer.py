@@ -44,8 +44,8 @@ def backbone(name:str, inputs, weights='imagenet'):
     try: return cls(include_top=False, weights=w, input_tensor=inputs)
     except Exception as e:
         if w == 'imagenet':
-            raise WeightsError(f"could not download the ImageNet weights of {name} ({type(e).__name__}); offline, pass "
-                               f"weights=None to train from scratch or weights=PATH to a local {notop}") from None
+            raise WeightsError(f"could not download the ImageNet weights of {name} ({type(e).__name__}); offline, train from "
+                               f"scratch (weights 'none') or give the path of a local {notop}") from None
         if w is not None:
             raise WeightsError(f"could not load {w} into {name}: {str(e).splitlines()[0][:200]}") from None
         raise
