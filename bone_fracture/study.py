@@ -310,11 +310,14 @@ def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list})
 
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
-    "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays, on a layer with a map of at least 8x8."
+    "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."
     from bone_fracture.interpret import grad_cam, gradcam_layer, overlay
     from bone_fracture.pipeline import load_image
     import matplotlib.pyplot as plt
-    shown = table[table.fold == 0].head(n)
+    held_out = table[table.fold == 0]
+    labels = sorted(held_out.label.unique())
+    picked = labels[::max(1, len(labels) // n)][:n]                       # classes spread over the list, not the first few
+    shown = held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
     fig, axes = plt.subplots(len(shown), len(cfg.model_list) + 1, figsize=(2.6 * (len(cfg.model_list) + 1), 2.6 * len(shown)), squeeze=False)
     for j, m in enumerate(cfg.model_list, 1):
         model = Run(runs_dir/Job(m, 'fold0').name).model()
@@ -322,7 +325,7 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
         layer = gradcam_layer(model)
         cams, chosen = grad_cam(model, images, layer=layer)
         for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
-            overlay(image, cam, axes[row, j], f'{names[m]}\n{classes[c]} ({layer})')
+            overlay(image, cam, axes[row, j], f'{names[m]}, map of {layer}\npredicted: {classes[c]}')
     for row, (p, label) in enumerate(zip(shown.path, shown.label)):
         axes[row, 0].imshow(load_image(Path(root)/p, cfg.image_size)); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
     fig.tight_layout()
@@ -373,7 +376,7 @@ def study_readme(results:dict)->str:
     c = results['config']
     return '\n'.join([
         '# A bone_fracture study', '',
-        f"Data: `{c['data']}`; {results['cross_validation']['images']} usable images in {results['cross_validation']['groups']} audit groups, "
+        f"Data: `{Path(c['data']).name}`; {results['cross_validation']['images']} usable images in {results['cross_validation']['groups']} audit groups, "
         f"{len(results['classes'])} classes. Code: bone_fracture {results['code']['version']}"
         + (f", commit {results['code']['commit']}" if results['code']['commit'] else '') + '.', '',
         f"Protocol: {c['folds']}-fold cross-validation, stratified, whole audit groups per fold, every image tested once; "
@@ -419,7 +422,7 @@ def study_markdown(results:dict)->str:
     parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(scores_frame(results))]
     if results['cross_validation']['paired']:
         parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results), index=False)]
-    parts += ['\n## Accuracy per fold\n', to_markdown(folds_frame(results))]
+    parts += ['\n## Accuracy per fold\n', to_markdown(folds_frame(results).round(3))]
     if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
     return ''.join(parts)
 
