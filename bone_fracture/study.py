@@ -22,8 +22,8 @@ __all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Jo
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
-           'git_commit', 'run_jobs', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame',
-           'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
+           'git_commit', 'run_jobs', 'fit_summary', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame',
+           'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -216,7 +216,7 @@ def study_sentences(results:dict, limits:bool=True)->str:
     ranked = sorted(models, key=acc, reverse=True)
     best, base = ranked[0], max(('majority class', 'class-prior guess'), key=lambda b: s[b]['metrics']['accuracy'])
     lo, hi = s[best]['ci95']['accuracy']
-    out = [f"Over {cv['images']} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group, "
+    out = [f"Over {cv['images']:,} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group, "
            f"the most accurate model is **{names[best]}**: {_ci(acc(best), lo, hi)} accuracy, against "
            f"{100 * s[base]['metrics']['accuracy']:.1f} % for the better baseline ({base})."]
     for t in cv['paired']:
@@ -229,6 +229,16 @@ def study_sentences(results:dict, limits:bool=True)->str:
                        f"Holm-adjusted p = {t['p_holm']:.2g}): {verdict}.")
     if beaten := [m for m in models if s[m]['ci95']['accuracy'][0] <= s[base]['metrics']['accuracy']]:
         out.append(f"The interval of {', '.join(names[m] for m in beaten)} reaches down to the {base} baseline or below it.")
+    if fit := results.get('fit'):
+        told = '; '.join(f"{names[m]}, with {f['weights']:,} weights, scored {100 * f['train_accuracy']:.0f} % on its training "
+                         f"batches and {100 * acc(m):.0f} % on held-out X-rays" for m, f in fit.items())
+        why = [f"{names[m]} did not fit even its training images within this budget" for m, f in fit.items()
+               if f['train_accuracy'] < 2 * s[base]['metrics']['accuracy']]
+        why += [f"{names[m]} fit its training images {100 * (f['train_accuracy'] - acc(m)):.0f} points better than new ones: "
+                f"much of what it learned does not carry over" for m, f in fit.items()
+                if f['train_accuracy'] >= 2 * s[base]['metrics']['accuracy'] and f['train_accuracy'] - acc(m) > 0.2]
+        out.append(f"Why: at the last epoch, on about {max(f['train_images'] for f in fit.values())} training images a fold, "
+                   f"{told}." + (f" So {'; and '.join(why)}." if why else ''))
     for l in results.get('leak', []):
         out.append(f"Trained and tested on the official split, {names[l['model']]} scores {100 * l['accuracy_official']:.1f} %; "
                    f"{l['leaked_images']} of its {l['test_images']} official test images have a near-copy in Train, and without them "
@@ -353,6 +363,18 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
         log(f'[{i}/{len(jobs)}] {job.model} {where}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
         train_run(cfg.train_config(job.model, job.split), runs_dir/job.name, verbose=verbose)
 
+# %% ../nbs/60_study.ipynb #600d059e
+def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
+    "Each model's weights, training images a fold, and last-epoch accuracy on its (augmented) training batches and on validation, means over folds."
+    out = {}
+    for m in cfg.model_list:
+        runs = [Run(runs_dir/Job(m, f'fold{k}').name) for k in range(cfg.folds)]
+        last = pd.DataFrame([r.history.iloc[-1] for r in runs])
+        out[m] = {'weights': int(runs[0].model().count_params()),
+                  'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
+                  'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
+    return out
+
 # %% ../nbs/60_study.ipynb #5b798db4
 def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
@@ -367,6 +389,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                                     **score_table(table, classes, models, cfg.resamples, cfg.seed)},
                'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
+               'fit': fit_summary(cfg, runs_dir),
                'limits': LIMITS}
     return results, table, folds
 
