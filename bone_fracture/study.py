@@ -422,17 +422,20 @@ def scores_frame(results:dict)->pd.DataFrame:
             for m, v in results['cross_validation']['scores'].items()}
     return pd.DataFrame(rows).T.rename_axis('model')
 
+# %% ../nbs/60_study.ipynb #31d5b646
 def paired_frame(results:dict)->pd.DataFrame:
     "Each pair of models on the same images: accuracy of a minus b, its interval, the p-value and the Holm-adjusted one."
     paired = pd.DataFrame(results['cross_validation']['paired'])
     return paired.assign(a=paired.a.map(results['names']), b=paired.b.map(results['names'])) if len(paired) else paired
 
+# %% ../nbs/60_study.ipynb #d30f9506
 def folds_frame(results:dict, metric:str='accuracy')->pd.DataFrame:
     "`metric` of every model and baseline (rows) on every fold (columns)."
     folds = pd.DataFrame(results['folds'])
     order = [results['names'][m] for m in results['cross_validation']['scores']]          # models first, then the baselines
     return folds.assign(model=folds.model.map(results['names'])).pivot(index='model', columns='fold', values=metric).loc[order]
 
+# %% ../nbs/60_study.ipynb #1268650c
 def leak_frame(results:dict)->pd.DataFrame:
     "Each model trained on official Train: accuracy on all, leaked and unleaked official Test images, and what the leak adds."
     leak = pd.DataFrame(results['leak'])
