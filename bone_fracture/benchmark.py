@@ -561,7 +561,7 @@ def plot(self:Bench):
 def run_bench(data='demo',        # images of the pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
               out='bench',        # folder to write bench.json, bench.md and bench.png into
               quick:bool=False,   # `QUICK`: tiny sizes, single repeats, to check that everything runs
-              log=print,          # where each stage is announced (`[2/5] models against the machine's peak`)
+              log=print,          # where each stage is announced, as [2/5] and what it measures
              )->dict:             # what bench.json holds
     "Run every benchmark of the plan and write bench.json, bench.md and bench.png into `out`."
     plan, start = QUICK if quick else BenchPlan(), time.perf_counter()
