@@ -17,8 +17,6 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from fastcore.parallel import parallel
-
 from .data import DataError, atomic_write, cache_dir, get_data, locked, scan_files, audit_files
 
 # %% auto #0
@@ -172,8 +170,8 @@ def near_duplicates(images:pd.DataFrame,   # usable images: path, label, split
         w, g = divmod(int(which[a, b]), 8)
         return i, j, refined_correlation(hps[a], hps[b], WINDOWS[w], g)
     candidates = list(zip(*np.nonzero(np.triu((sym >= CANDIDATE_CORRELATION) | (d_hash <= max_bits), k=1))))
-    rows = [(i, j, round(1 - corr, 4), d_hash[i, j])   # PIL's resizing releases the GIL: threads share the work
-            for i, j, corr in parallel(refine, candidates, n_workers=os.cpu_count(), threadpool=True)
+    rows = [(i, j, round(1 - corr, 4), d_hash[i, j])   # one thread: the refinement is mostly Python, and threads
+            for i, j, corr in map(refine, candidates)   # contending for the GIL took twice as long on 2 cores
             if corr >= min_correlation or d_hash[i, j] <= max_bits]
     i, j, dist, hbits = (np.array(c) for c in zip(*rows)) if rows else (np.zeros(0, int),) * 4
     a, b = images.iloc[i].reset_index(drop=True), images.iloc[j].reset_index(drop=True)
@@ -360,15 +358,20 @@ def pairs_key(root:Path, images:pd.DataFrame)->str:
     for path in images.path: h.update(path.encode() + b'\0' + hashlib.sha1((Path(root)/path).read_bytes()).digest())
     return h.hexdigest()[:24]
 
-def cached_near_duplicates(root:Path, images:pd.DataFrame, fps:list, cache:bool=True)->tuple[pd.DataFrame, bool]:
+def cached_near_duplicates(root:Path,
+                           images:pd.DataFrame,  # usable images: path, label, split
+                           fingerprints,         # returns their fingerprints; called only when the pairs are not cached
+                           cache:bool=True,
+                          )->tuple[pd.DataFrame, bool]:
     "`near_duplicates`, computed once per set of files: the pairs, and whether they came from the cache."
-    if not cache: return near_duplicates(images, fps), False
+    if not cache: return near_duplicates(images, fingerprints()), False
     path = cache_dir()/'audit'/f'pairs-{pairs_key(root, images)}.csv'
-    if path.exists(): return pd.read_csv(path, dtype={'path_a': str, 'path_b': str}), True
-    pairs = near_duplicates(images, fps)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f'.{os.getpid()}.tmp')
-    pairs.to_csv(tmp, index=False); os.replace(tmp, path)  # atomic: audits running side by side never read half a file
+    read = lambda: pd.read_csv(path, dtype={'path_a': str, 'path_b': str})
+    if path.exists(): return read(), True
+    with locked(path.with_suffix('.searching'), wait=True):   # audits of the same files side by side: one searches,
+        if path.exists(): return read(), True                 # the others wait and read its pairs
+        pairs = near_duplicates(images, fingerprints())
+        atomic_write(path, write=lambda p: pairs.to_csv(p, index=False))  # no audit ever reads half a file
     return pairs, False
 
 # %% ../nbs/02_audit.ipynb #250fd551
@@ -389,14 +392,15 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
     if out is not None: check_audit_folder(out)   # before the work, not after it
     root, layout = get_data(data, seed=seed)
     listed = scan_files(root, layout)
-    files, fps = audit_files(root, listed, on_image=fingerprint)
+    files, _ = audit_files(root, listed)
     ok = (files.status == 'ok').values
     if not ok.any(): raise DataError(f"no usable image in {root} ({len(files)} files, none readable as an image)")
     classes = sorted(files.label[ok].unique())
     empty = [c for c in class_folders(root, layout) if c not in classes]
     if len(classes) < 2: raise DataError(f"only one class with usable images in {root} ({classes[0]}): a classifier needs two or more")
     images = files[ok].reset_index(drop=True)
-    pairs, cached = cached_near_duplicates(root, images, [fps[k] for k in np.flatnonzero(ok)], cache)
+    fingerprints = lambda: audit_files(root, listed[ok].reset_index(drop=True), on_image=fingerprint)[1]  # the costly part
+    pairs, cached = cached_near_duplicates(root, images, fingerprints, cache)                           # (skipped when cached)
     groups = duplicate_groups(images, pairs)
     enough = len(np.unique(groups)) >= folds   # a tiny dataset has no folds (-1), and `split_parts` says so
     splits = pd.DataFrame({'path': images.path, 'label': images.label, 'official': images.split,

@@ -425,7 +425,7 @@ class BenchPlan:
     first_step_size:int = 48              # px: the demo chapters' size
     first_step_batch:int = 16
 
-QUICK = BenchPlan(repeats=1, warmup=0, pipeline_sizes=(32,), epochs=2, models=('vgg16',), model_sizes=(32,), batch_size=16, matmul_n=1024,
+QUICK = BenchPlan(repeats=1, warmup=0, pipeline_sizes=(32,), epochs=2, models=('custom',), model_sizes=(32,), batch_size=16, matmul_n=1024,
                   phase1_models=('vgg16',), phase1_size=32, phase1_repeats=1, audit_sizes=(40, 80), audit_repeats=1, first_step_models=())
 
 # %% ../nbs/50_benchmark.ipynb #01e162b2

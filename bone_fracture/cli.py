@@ -14,83 +14,8 @@ from .runs import TrainConfig
 from .study import StudyConfig
 
 # %% auto #0
-__all__ = ['COMMANDS', 'NEEDS_TENSORFLOW', 'OPTIONS_FROM', 'at_least', 'audit', 'train', 'study', 'bench', 'evaluate', 'predict',
-           'native_stderr_held', 'import_tensorflow', 'parser', 'main', 'run_command']
-
-# %% ../nbs/90_cli.ipynb #b07b1005
-def at_least(name:str, value, low):
-    "`value`, if it is a finite number of at least `low`; a one-line `UserError` otherwise."
-    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
-        raise UserError(f'--{name.replace("_", "-")} must be at least {low}, not {value}')
-    return value
-
-def audit(data:str='demo',      # dataset: a folder, 'demo' (built-in synthetic X-rays) or 'kaggle' (download)
-          out:str='runs/audit', # folder for files.csv, duplicates.csv, splits.csv and summary.json
-          seed:int=0,           # seed of the leakage-free split and the folds (and of the demo data)
-         ):
-    "Audit a dataset: check every file, find near-duplicates and leaks, write the official and leakage-free splits and the folds."
-    from bone_fracture.audit import run_audit
-    result = run_audit(data, out, seed=at_least('seed', seed, 0))
-    print(result.report())
-    return result
-
-# %% ../nbs/90_cli.ipynb #20df00c9
-def train(out:str='runs/custom',  # run directory; run again with the same one to resume
-          **config):              # every field of TrainConfig, e.g. model='vgg16', epochs=30
-    "Train one model on one split into a run directory (resumes an interrupted run)."
-    from bone_fracture.experiment import train_run
-    cfg = TrainConfig(**config)
-    run = train_run(cfg, out)
-    print(f"{cfg.model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
-    return run
-
-# %% ../nbs/90_cli.ipynb #7eeb9f3e
-def study(out:str='runs/study',      # the study folder: run again with the same one to resume
-          preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
-          only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
-          **config):                 # any field of StudyConfig, overriding the preset
-    "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
-    from bone_fracture.study import run_study, study_config
-    cfg = study_config(preset, **config)
-    results = run_study(cfg, out, only=only or None)
-    if results: print(f"results: {out}/results.md; what they say: {out}/README.md")
-    return results
-
-def bench(data:str='demo',           # dataset for the input-pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
-          out:str='runs/bench',      # folder for bench.json, bench.md and bench.png
-          quick:bool=False,          # tiny sizes and few repeats: a check that it runs, not a measurement
-         ):
-    "Measure the input pipeline, the models against the machine's peak, cached features and how the audit's cost grows."
-    from bone_fracture.benchmark import run_bench
-    return run_bench(data, out, quick)
-
-# %% ../nbs/90_cli.ipynb #0de0d2e0
-def evaluate(runs:list=None,         # run directories to score and compare
-             data:str='',            # where the data is now, if not where the runs were trained
-             out:str='results',      # folder for results.json, results.md and the figures
-             resamples:int=2000,     # bootstrap resamples for the 95 % intervals
-            ):
-    "Evaluate finished runs on their test images: metrics with intervals, paired tests, the leak, Grad-CAM, results.json."
-    from bone_fracture.report import evaluate_runs, results_markdown
-    if not runs: raise UserError('name the run directories to evaluate: --runs RUN [RUN ...]')
-    results = evaluate_runs(runs, out, data=data or None, n_resamples=at_least('resamples', resamples, 1))
-    print(results_markdown(results))
-    print(f'written to {out}: results.json, results.md and figures')
-    return results
-
-def predict(images:list,             # image files
-            model:str,               # a run directory or a .keras file
-            top_k:int=3,             # classes to show per image
-           ):
-    "Top-k classes with probabilities for each image; unreadable files are named with the reason."
-    from bone_fracture.predict import predict as predict_images
-    table = predict_images(model, images, at_least('top_k', top_k, 1))
-    for row in table.itertuples():
-        if row.error: print(f'{row.file}: cannot predict: {row.error}')
-        else: print(f'{row.file}: ' + ', '.join(f"{getattr(row, f'class_{k}')} {getattr(row, f'prob_{k}'):.3f}"
-                                                  for k in range(1, top_k + 1) if hasattr(row, f'class_{k}')))
-    if (table.error != '').all(): raise UserError(f'none of the {len(table)} images could be read')
-    return table
+__all__ = ['COMMANDS', 'OPTIONS_FROM', 'native_stderr_held', 'import_tensorflow', 'at_least', 'audit', 'train', 'study', 'bench',
+           'evaluate', 'predict', 'parser', 'main', 'run_command']
 
 # %% ../nbs/90_cli.ipynb #9a875f34
 @contextlib.contextmanager
@@ -113,9 +38,90 @@ def import_tensorflow():
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
     with native_stderr_held(): import tensorflow
 
+# %% ../nbs/90_cli.ipynb #b07b1005
+def at_least(name:str, value, low):
+    "`value`, if it is a finite number of at least `low`; a one-line `UserError` otherwise."
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
+        raise UserError(f'--{name.replace("_", "-")} must be at least {low}, not {value}')
+    return value
+
+def audit(data:str='demo',      # dataset: a folder, 'demo' (built-in synthetic X-rays) or 'kaggle' (download)
+          out:str='runs/audit', # folder for files.csv, duplicates.csv, splits.csv and summary.json
+          seed:int=0,           # seed of the leakage-free split and the folds (and of the demo data)
+         ):
+    "Audit a dataset: check every file, find near-duplicates and leaks, write the official and leakage-free splits and the folds."
+    from bone_fracture.audit import run_audit
+    result = run_audit(data, out, seed=at_least('seed', seed, 0))
+    print(result.report())
+    return result
+
+# %% ../nbs/90_cli.ipynb #20df00c9
+def train(out:str='runs/custom',  # run directory; run again with the same one to resume
+          **config):              # every field of TrainConfig, e.g. model='vgg16', epochs=30
+    "Train one model on one split into a run directory (resumes an interrupted run)."
+    cfg = TrainConfig(**config)   # a bad option ends here, before TensorFlow starts
+    import_tensorflow()
+    from bone_fracture.experiment import train_run
+    run = train_run(cfg, out)
+    print(f"{cfg.model}: val accuracy {run['val_accuracy']:.3f} after {run['epochs']} epochs; run directory {out}")
+    return run
+
+# %% ../nbs/90_cli.ipynb #7eeb9f3e
+def study(out:str='runs/study',      # the study folder: run again with the same one to resume
+          preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
+          only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
+          **config):                 # any field of StudyConfig, overriding the preset
+    "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
+    from bone_fracture.study import run_study, study_config
+    cfg = study_config(preset, **config)
+    import_tensorflow()
+    results = run_study(cfg, out, only=only or None)
+    if results: print(f"results: {out}/results.md; what they say: {out}/README.md")
+    return results
+
+def bench(data:str='demo',           # dataset for the input-pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
+          out:str='runs/bench',      # folder for bench.json, bench.md and bench.png
+          quick:bool=False,          # tiny sizes and few repeats: a check that it runs, not a measurement
+         ):
+    "Measure the input pipeline, the models against the machine's peak, cached features and how the audit's cost grows."
+    import_tensorflow()
+    from bone_fracture.benchmark import run_bench
+    return run_bench(data, out, quick)
+
+# %% ../nbs/90_cli.ipynb #0de0d2e0
+def evaluate(runs:list=None,         # run directories to score and compare
+             data:str='',            # where the data is now, if not where the runs were trained
+             out:str='results',      # folder for results.json, results.md and the figures
+             resamples:int=2000,     # bootstrap resamples for the 95 % intervals
+            ):
+    "Evaluate finished runs on their test images: metrics with intervals, paired tests, the leak, Grad-CAM, results.json."
+    if not runs: raise UserError('name the run directories to evaluate: --runs RUN [RUN ...]')
+    resamples = at_least('resamples', resamples, 1)
+    import_tensorflow()
+    from bone_fracture.report import evaluate_runs, results_markdown
+    results = evaluate_runs(runs, out, data=data or None, n_resamples=resamples)
+    print(results_markdown(results))
+    print(f'written to {out}: results.json, results.md and figures')
+    return results
+
+def predict(images:list,             # image files
+            model:str,               # a run directory or a .keras file
+            top_k:int=3,             # classes to show per image
+           ):
+    "Top-k classes with probabilities for each image; unreadable files are named with the reason."
+    top_k = at_least('top_k', top_k, 1)
+    import_tensorflow()
+    from bone_fracture.predict import predict as predict_images
+    table = predict_images(model, images, top_k)
+    for row in table.itertuples():
+        if row.error: print(f'{row.file}: cannot predict: {row.error}')
+        else: print(f'{row.file}: ' + ', '.join(f"{getattr(row, f'class_{k}')} {getattr(row, f'prob_{k}'):.3f}"
+                                                  for k in range(1, top_k + 1) if hasattr(row, f'class_{k}')))
+    if (table.error != '').all(): raise UserError(f'none of the {len(table)} images could be read')
+    return table
+
 # %% ../nbs/90_cli.ipynb #fa50b7de
 COMMANDS = {'audit': audit, 'train': train, 'study': study, 'evaluate': evaluate, 'predict': predict, 'bench': bench}
-NEEDS_TENSORFLOW = {'train', 'study', 'evaluate', 'predict', 'bench'}
 OPTIONS_FROM = {'train': (TrainConfig, False), 'study': (StudyConfig, True)}   # **kwargs are a dataclass's fields (True: default None, from a preset)
 
 class _Parser(argparse.ArgumentParser):
@@ -158,7 +164,6 @@ def main(argv:list[str]|None=None)->int:
     args = vars(parser().parse_args(argv))
     command = args.pop('command')
     try:
-        if command in NEEDS_TENSORFLOW: import_tensorflow()
         COMMANDS[command](**args)
     except UserError as e:
         print(f'bone_fracture {command}: error: {e}', file=sys.stderr)

@@ -12,7 +12,8 @@ from sklearn import metrics as skm
 # %% auto #0
 __all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
            'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'cluster_bootstrap_ci', 'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded']
+           'group_resamples', 'cluster_bootstrap_ci', 'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded',
+           'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -204,3 +205,24 @@ def selection_bound(scores:pd.DataFrame,  # one row per run: the candidate's col
 def rounded(x, nd:int=4)->float|None:
     "`x` as a JSON number: a float rounded to `nd` digits, or None when it is missing or not finite."
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
+
+# %% ../nbs/30_metrics.ipynb #62694ef6
+def leak_inflation(right,               # whether each official Test image was classified right
+                   leaked,              # whether a near-copy of it was on the training side
+                   groups,              # audit group of each image: the unit that is resampled
+                   n_resamples:int=2000,
+                   level:float=0.95,
+                   seed:int=0,
+                  )->dict:              # images, accuracies (all, leaked, unleaked), inflation and its interval
+    "Accuracy on all, leaked and unleaked test images, and the inflation (all minus unleaked, in points) with its cluster-bootstrap interval."
+    right, leaked = np.asarray(right, float), np.asarray(leaked, bool)
+    codes = pd.factorize(np.asarray(groups))[0]
+    draws = group_resamples(codes.max() + 1, n_resamples, seed)
+    resampled = lambda v: draws @ np.bincount(codes, weights=np.asarray(v, float), minlength=codes.max() + 1)
+    boot = resampled(right) / resampled(np.ones(len(right))) - resampled(right * ~leaked) / np.maximum(resampled(~leaked), 1)
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    acc = lambda mask: rounded(right[mask].mean()) if mask.any() else None
+    return {'test_images': len(right), 'leaked_images': int(leaked.sum()),
+            'accuracy_official': acc(np.ones(len(right), bool)), 'accuracy_leaked': acc(leaked), 'accuracy_unleaked': acc(~leaked),
+            'inflation_points': rounded(100 * (right.mean() - right[~leaked].mean()), 1) if (~leaked).any() else None,
+            'inflation_ci95': [rounded(100 * low, 1), rounded(100 * high, 1)]}

@@ -18,8 +18,8 @@ from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
 from .interpret import pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability
-from bone_fracture.metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
-    rounded
+from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
+    leak_inflation, rounded
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
 
 # %% auto #0
@@ -67,6 +67,7 @@ class Evaluation:
     "One model's predictions on one test set."
     run:Run; model:str; split:str; seed:int; test_set:str
     paths:list; y:np.ndarray; probs:np.ndarray; classes:list
+    groups:np.ndarray; leaked:np.ndarray  # audit group of each image; whether a near-copy of it was trained on
     images:np.ndarray                    # the test images, uint8 at the run's size (decoded once)
     images_per_second:float; settings:dict
 
@@ -91,7 +92,7 @@ def evaluate_run(run,        # a finished Run, or its directory
                 'train_images': info.get('images', {}).get('train')}
     def evaluation(test_set, mask):
         return Evaluation(run, cfg.model, cfg.split, cfg.seed, test_set, test.path[mask].tolist(), test.y.values[mask],
-                          probs[mask], classes, images[mask], speed, settings)
+                          probs[mask], classes, test.group.values[mask], test.leaked.values[mask], images[mask], speed, settings)
     everything = np.ones(len(test), bool)
     if cfg.split != 'official': return [evaluation(cfg.split, everything)]
     subsets = {'official': everything, 'official_unleaked': ~test.leaked.values, 'official_leaked': test.leaked.values}
@@ -134,19 +135,11 @@ def seed_spread(records:list[dict])->list[dict]:
     return out
 
 # %% ../nbs/32_report.ipynb #9764bcbf
-def leak_records(records:list[dict])->list[dict]:
-    "For each official-split run: its accuracy on the whole official test set, on its unleaked and leaked parts, and the inflation."
-    by_run = {(r['run'], r['test_set']): r for r in records}
-    out = []
-    for (run, test_set), whole in by_run.items():
-        if test_set != 'official' or (run, 'official_unleaked') not in by_run: continue
-        clean, leaked = by_run[run, 'official_unleaked'], by_run.get((run, 'official_leaked'))
-        out.append({'run': run, 'model': whole['model'], 'seed': whole['seed'],
-                    'leaked_images': leaked['images'] if leaked else 0,
-                    'accuracy_official': whole['metrics']['accuracy'], 'accuracy_unleaked': clean['metrics']['accuracy'],
-                    'accuracy_leaked': leaked['metrics']['accuracy'] if leaked else None,
-                    'inflation_points': rounded(100 * (whole['metrics']['accuracy'] - clean['metrics']['accuracy']), 1)})
-    return out
+def leak_records(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->list[dict]:
+    "For each official-split run: its accuracy on the whole official test set, on its leaked and unleaked parts, and the inflation with its interval."
+    return [{'run': e.run.path.name, 'model': e.model, 'seed': e.seed,
+             **leak_inflation(e.probs.argmax(1) == e.y, e.leaked, e.groups, n_resamples, seed=seed)}
+            for e in evaluations if e.test_set == 'official']
 
 # %% ../nbs/32_report.ipynb #ab27da7d
 def summarise(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->dict:
@@ -155,7 +148,7 @@ def summarise(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->d
     return {'created': time.strftime('%Y-%m-%d %H:%M:%S'), 'versions': versions(),
             'processor': platform.processor() or platform.machine(),
             'ci': f'95 % percentile bootstrap, {n_resamples} resamples of the test images',
-            'evaluations': records, 'mcnemar': paired_tests(evaluations), 'seeds': seed_spread(records), 'leak': leak_records(records)}
+            'evaluations': records, 'mcnemar': paired_tests(evaluations), 'seeds': seed_spread(records), 'leak': leak_records(evaluations, n_resamples, seed)}
 
 # %% ../nbs/32_report.ipynb #2057e7d2
 def results_table(results:dict,     # as summarise returns it, or read from results.json

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
-from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, group_resamples, holm, \
+from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, per_class_table, reliability, rounded
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
@@ -180,18 +180,8 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
     for m in cfg.model_list:
         p = job_predictions(Run(runs_dir/Job(m, 'official').name), root)
         t = splits.set_index('path').loc[p.path].reset_index()
-        right = (p[classes].values.argmax(1) == t.label.map(classes.index).values).astype(float)
-        leaked = t.group.isin(train_groups).values
-        codes = pd.factorize(t.group)[0]
-        draws = group_resamples(codes.max() + 1, n_resamples, cfg.seed)
-        per = lambda v: draws @ np.bincount(codes, weights=v, minlength=codes.max() + 1)
-        boot = per(right) / per(np.ones(len(t))) - per(right * ~leaked) / np.maximum(per((~leaked).astype(float)), 1)
-        acc = lambda mask: rounded(right[mask].mean()) if mask.any() else None
-        inflation = right.mean() - right[~leaked].mean()
-        out.append({'model': m, 'test_images': len(t), 'leaked_images': int(leaked.sum()),
-                    'accuracy_official': acc(np.ones(len(t), bool)), 'accuracy_leaked': acc(leaked), 'accuracy_unleaked': acc(~leaked),
-                    'inflation_points': rounded(100 * inflation, 1),
-                    'inflation_ci95': [rounded(100 * v, 1) for v in np.percentile(boot, [2.5, 97.5])]})
+        right = p[classes].values.argmax(1) == t.label.map(classes.index).values
+        out.append({'model': m, **leak_inflation(right, t.group.isin(train_groups).values, t.group.values, n_resamples, seed=cfg.seed)})
     return out
 
 # %% ../nbs/60_study.ipynb #0e18b578
@@ -370,7 +360,7 @@ def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
     for m in cfg.model_list:
         runs = [Run(runs_dir/Job(m, f'fold{k}').name) for k in range(cfg.folds)]
         last = pd.DataFrame([r.history.iloc[-1] for r in runs])
-        out[m] = {'weights': int(runs[0].model().count_params()),
+        out[m] = {'weights': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
                   'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
                   'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
     return out

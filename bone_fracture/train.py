@@ -16,8 +16,8 @@ from .compute import compile_model, build_state
 from .runs import SCHEDULES, ConfigError, Run, TrainConfig
 
 # %% auto #0
-__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'make_callbacks', 'plot_history', 'held_interrupts', 'StopOnInterrupt', 'fit',
-           'fit_config']
+__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'kept_row', 'make_callbacks', 'plot_history', 'held_interrupts',
+           'StopOnInterrupt', 'fit', 'fit_config']
 
 # %% ../nbs/20_training.ipynb #9916fdb5
 def cosine_lr(lr:float, epochs:int):
@@ -44,6 +44,16 @@ class Checkpoint(keras.callbacks.Callback):
             self.best = value
             self.run.save_model(self.model)
 
+# %% ../nbs/20_training.ipynb #18233ed2
+def kept_row(history:pd.DataFrame,        # a run's history, one row per epoch
+             monitor:str|None='val_loss', # None: the cosine schedule, which keeps every epoch's model
+            )->pd.Series|None:            # None while no epoch could be kept
+    "The epoch whose model a run keeps: the last one, or the first best by `monitor` (higher accuracy, lower loss)."
+    if monitor is None: return history.iloc[-1] if len(history) else None
+    values = history[monitor].where(np.isfinite(history[monitor])) if monitor in history else pd.Series(dtype=float)
+    if values.isna().all(): return None
+    return history.loc[values.idxmax() if 'acc' in monitor else values.idxmin()]
+
 # %% ../nbs/20_training.ipynb #c1bc9aac
 def make_callbacks(run:Run,
                    patience:int=10,           # early-stopping patience ('plateau')
@@ -57,8 +67,7 @@ def make_callbacks(run:Run,
     stop = keras.callbacks.TerminateOnNaN()   # a diverged run stops at once; `fit` then says so
     if schedule == 'cosine':
         return [stop, Checkpoint(run, None), keras.callbacks.LearningRateScheduler(cosine_lr(lr, epochs)), EpochLog(run), backup]
-    history = run.history
-    best = None if monitor not in history else float(history[monitor].max() if 'acc' in monitor else history[monitor].min())
+    best = None if (kept := kept_row(run.history, monitor)) is None else float(kept[monitor])
     return [stop, Checkpoint(run, monitor, best),
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, patience // 2), min_lr=1e-6),
@@ -116,8 +125,9 @@ def fit(model:keras.Model,         # a compiled model
     history = run.history
     if not len(history) or not np.isfinite(history.loss).all():
         raise ConfigError(f'training diverged (loss {history.loss.iloc[-1] if len(history) else "nan"}): lower the learning rate')
-    run.finish(epochs=len(history), seconds_this_session=round(time.perf_counter() - start, 1),
-               best_val_loss=float(history.val_loss.min()))
+    kept = kept_row(history, None if schedule == 'cosine' else monitor)
+    run.finish(epochs=len(history), kept_epoch=int(kept.epoch), val_accuracy=round(float(kept.val_accuracy), 4),
+               val_loss=round(float(kept.val_loss), 4), seconds_this_session=round(time.perf_counter() - start, 1))
     return history
 
 # %% ../nbs/20_training.ipynb #ed697cca
