@@ -18,7 +18,7 @@ from .custom_cnn import custom_cnn
 from .data import UserError, cache_dir
 from .pipeline import StudyData
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
-from .compute import precision_policy, seeded
+from .compute import compile_model, precision_policy, seeded
 from .train import fit_config, plot_history
 from .transfer import fit_transfer, transfer_model
 
@@ -71,6 +71,9 @@ def train_run(cfg:TrainConfig,   # what to train
             history = run.history
             plt.close(run.save_figure(plot_history(history, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)'), 'curves.png'))
             kept = run.phases[-1].info    # the phase whose model the run adopted: its kept epoch's validation scores
+            if 'val_accuracy' not in kept:  # a phase finished by an older version, which did not record them
+                val = compile_model(run.model()).evaluate(data.dataset('val', cfg.image_size, cfg.batch_size), verbose=0, return_dict=True)
+                kept = {'val_accuracy': round(float(val['accuracy']), 4), 'val_loss': round(float(val['loss']), 4)}
         return run.finish(config=asdict(cfg), classes=data.classes, precision=policy, strategy_devices=strategy.num_replicas_in_sync,
                           images={k: len(v) for k, v in data.parts.items()}, epochs=len(history), parameters=model.count_params(),
                           val_accuracy=kept['val_accuracy'], val_loss=kept['val_loss'],
