@@ -32,7 +32,7 @@ class EpochLog(keras.callbacks.Callback):
         self.run.log_epoch({'epoch': epoch, **{k: float(v) for k, v in (logs or {}).items() if k != 'learning_rate'}, 'learning_rate': lr})
 
 class Checkpoint(keras.callbacks.Callback):
-    "Save the model into the run after an epoch that improves `monitor` (every epoch if `monitor` is None)."
+    "Save the model into the run after an epoch that improves `monitor`; with `monitor=None`, once, when training ends."
     def __init__(self, run:Run, monitor:str|None='val_loss', best:float|None=None):
         super().__init__(); self.run, self.monitor, self.best = run, monitor, best
     def better(self, value)->bool:
@@ -40,9 +40,11 @@ class Checkpoint(keras.callbacks.Callback):
         return value > self.best if 'acc' in self.monitor else value < self.best
     def on_epoch_end(self, epoch, logs=None):
         value = None if self.monitor is None else (logs or {}).get(self.monitor)
-        if self.monitor is None or (value is not None and np.isfinite(value) and self.better(value)):
+        if value is not None and np.isfinite(value) and self.better(value):
             self.best = value
             self.run.save_model(self.model)
+    def on_train_end(self, logs=None):   # not after Ctrl-C: the backup holds the epochs, and the restart saves
+        if self.monitor is None: self.run.save_model(self.model)
 
 # %% ../nbs/20_training.ipynb #18233ed2
 def kept_row(history:pd.DataFrame,        # a run's history, one row per epoch
