@@ -19,7 +19,7 @@ from .data import UserError, cache_dir
 from .pipeline import StudyData
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
 from .compute import compile_model, precision_policy, seeded
-from .train import fit_config, plot_history
+from .train import fit_config, plot_curves
 from .transfer import fit_transfer, transfer_model
 
 # %% auto #0
@@ -69,7 +69,7 @@ def train_run(cfg:TrainConfig,   # what to train
                     run.adopt(phase)
                 else: fit_transfer(model, data, run, cfg, verbose)
             history = run.history
-            plt.close(run.save_figure(plot_history(history, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)'), 'curves.png'))
+            plt.close(run.save_figure(plot_curves({cfg.model: history}, f'{cfg.model} on {cfg.split} ({cfg.image_size} px)'), 'curves.png'))
             kept = run.phases[-1].info    # the phase whose model the run adopted: its kept epoch's validation scores
             if 'val_accuracy' not in kept:  # a phase finished by an older version, which did not record them
                 val = compile_model(run.model()).evaluate(data.dataset('val', cfg.image_size, cfg.batch_size), verbose=0, return_dict=True)
