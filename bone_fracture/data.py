@@ -15,7 +15,7 @@ from PIL import Image, ImageOps
 # %% auto #0
 __all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'UserError', 'DataError',
            'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage', 'open_image',
-           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write', 'locked']
+           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write', 'same_file', 'locked']
 
 # %% ../nbs/01_data.ipynb #5c150b4e
 class UserError(Exception):
@@ -210,6 +210,12 @@ def atomic_write(path:Path,       # the file to (re)write
     finally: tmp.unlink(missing_ok=True)
     return path
 
+# %% ../nbs/01_data.ipynb #721aede5
+def same_file(f, path:Path)->bool:
+    "Whether the open file `f` is still the file at `path`, not removed or replaced since it was opened."
+    try: return os.fstat(f.fileno()).st_ino == os.stat(path).st_ino
+    except FileNotFoundError: return False
+
 # %% ../nbs/01_data.ipynb #534a5321
 @contextlib.contextmanager
 def locked(folder:Path,        # the folder to hold
@@ -217,18 +223,27 @@ def locked(folder:Path,        # the folder to hold
           ):
     "Hold an exclusive lock on `folder` for the block; another process holding it is refused in one line."
     folder = Path(folder)
-    created = not folder.exists()
-    try: folder.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError): raise UserError(f'{folder} is not a folder (a file is in the way)') from None
-    except PermissionError: raise UserError(f'cannot create {folder}: permission denied') from None
-    with open(folder/'.lock', 'a+') as f:
+    while True:
+        created = not folder.exists()
+        in_the_way = UserError(f'{folder} is not a folder (a file is in the way)')
+        try: folder.mkdir(parents=True, exist_ok=True); f = open(folder/'.lock', 'a+')
+        except FileNotFoundError: continue               # a holder leaving removed the folder between these two steps
+        except FileExistsError:
+            if os.path.lexists(folder) and not folder.is_dir(): raise in_the_way from None
+            continue                                     # ... or between mkdir's own two steps
+        except NotADirectoryError: raise in_the_way from None
+        except PermissionError: raise UserError(f'cannot write in {folder}: permission denied') from None
         try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
-            f.seek(0); holder = f.read().strip() or '?'
+            f.seek(0); holder = f.read().strip() or '?'; f.close()
             raise UserError(f'{folder} is in use by another process (pid {holder}); wait for it, or choose another folder') from None
+        if same_file(f, folder/'.lock'): break
+        f.close()       # the holder we waited for removed the folder it had created: lock it afresh
+    with f:
         f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
         try: yield folder
         finally:
             if created and [p.name for p in folder.iterdir()] == ['.lock']:  # a refused or empty job leaves no folder behind
-                (folder/'.lock').unlink(); folder.rmdir()
+                (folder/'.lock').unlink()
+                with contextlib.suppress(OSError): folder.rmdir()     # unless a waiter has just come in
             fcntl.flock(f, fcntl.LOCK_UN)
