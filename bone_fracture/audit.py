@@ -135,8 +135,12 @@ def refined_correlation(hp_a:Image.Image, hp_b:Image.Image, box_a, g:int, s:int=
                         steps=(.04, .02, .01), limit:float=.3)->float:
     "Stage 2: the correlation of a crop of `a` with a crop of orientation `g` of `b`, both boxes refined by coordinate ascent."
     for op in _TURNS[g]: hp_b = hp_b.transpose(op)
+    crops = {}
+    def crop(side:int, box)->np.ndarray:   # a box is often asked for again once the other image's has moved
+        if (key := (side, *box)) not in crops: crops[key] = window_vector((hp_a, hp_b)[side], box, s)
+        return crops[key]
     p = np.array(list(box_a) + [0, 0, 0, 0], float)
-    fa, fb = window_vector(hp_a, p[:4], s), window_vector(hp_b, p[4:], s)
+    fa, fb = crop(0, p[:4]), crop(1, p[4:])
     best = float(fa @ fb)
     for step in steps:
         improved = True
@@ -146,7 +150,7 @@ def refined_correlation(hp_a:Image.Image, hp_b:Image.Image, box_a, g:int, s:int=
                 for delta in (step, -step):
                     q = p.copy(); q[k] = min(max(q[k] + delta, 0), limit)
                     if q[k] == p[k]: continue
-                    na, nb = (window_vector(hp_a, q[:4], s), fb) if k < 4 else (fa, window_vector(hp_b, q[4:], s))
+                    na, nb = (crop(0, q[:4]), fb) if k < 4 else (fa, crop(1, q[4:]))
                     if (v := float(na @ nb)) > best + 1e-4: p, best, fa, fb, improved = q, v, na, nb, True
     return best
 
