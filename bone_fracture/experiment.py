@@ -82,7 +82,7 @@ def train_run(cfg:TrainConfig,   # what to train
 # %% ../nbs/25_experiment.ipynb #52f680aa
 DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning
     'custom':   dict(image_size=64, epochs=12, lr=3e-3, batch_size=16, schedule='cosine'),
-    'vgg16':    dict(image_size=32, epochs=4, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
+    'vgg16':    dict(image_size=32, epochs=2, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
     'resnet50': dict(image_size=32, epochs=2, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
 }
 
