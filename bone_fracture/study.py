@@ -198,17 +198,23 @@ def _ci(v, lo, hi, pct=True):
     f = (lambda x: f'{100 * x:.1f} %') if pct else (lambda x: f'{x:.3f}')
     return f'{f(v)} (95 % CI {f(lo)} to {f(hi)})'
 
+def _and(items)->str:
+    "'a', 'a and b', 'a, b and c'."
+    items = list(items)
+    return ' and '.join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
+
 def study_sentences(results:dict, limits:bool=True)->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names = results['cross_validation'], results['names']
     s, models = cv['scores'], results['config']['models'].split(',')
     acc = lambda m: s[m]['metrics']['accuracy']
-    ranked = sorted(models, key=acc, reverse=True)
-    best, base = ranked[0], max(('majority class', 'class-prior guess'), key=lambda b: s[b]['metrics']['accuracy'])
-    lo, hi = s[best]['ci95']['accuracy']
-    out = [f"Over {cv['images']:,} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group, "
-           f"the most accurate model is **{names[best]}**: {_ci(acc(best), lo, hi)} accuracy, against "
-           f"{100 * s[base]['metrics']['accuracy']:.1f} % for the better baseline ({base})."]
+    best, base = max(models, key=acc), max(('majority class', 'class-prior guess'), key=acc)
+    over = f"Over {cv['images']:,} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group"
+    scored = f"{_ci(acc(best), *s[best]['ci95']['accuracy'])} accuracy"
+    out = [f"{over}, the most accurate model is **{names[best]}**: {scored}, against {100 * acc(base):.1f} % for the better "
+           f"baseline ({base})." if acc(best) > acc(base) else
+           f"{over}, no model is more accurate than the better baseline ({base}, {100 * acc(base):.1f} %): the best of them, "
+           f"**{names[best]}**, reaches {scored}."]
     for t in cv['paired']:
         if best in (t['a'], t['b']):
             other = t['b'] if t['a'] == best else t['a']
@@ -217,23 +223,26 @@ def study_sentences(results:dict, limits:bool=True)->str:
             verdict = 'a difference the data support' if t['p_holm'] < 0.05 else 'a difference these images cannot tell from chance'
             out.append(f"Its lead over {names[other]} is {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; "
                        f"Holm-adjusted p = {t['p_holm']:.2g}): {verdict}.")
-    if beaten := [m for m in models if s[m]['ci95']['accuracy'][0] <= s[base]['metrics']['accuracy']]:
-        out.append(f"The interval of {', '.join(names[m] for m in beaten)} reaches down to the {base} baseline or below it.")
+    if beaten := [names[m] for m in models if s[m]['ci95']['accuracy'][0] <= acc(base)]:
+        out.append(f"The interval of {beaten[0]} reaches" if len(beaten) == 1 else
+                   f"The intervals of {'all the models' if len(beaten) == len(models) else _and(beaten)} reach")
+        out[-1] += f" down to the {base} baseline or below it."
     if fit := results.get('fit'):
         told = '; '.join(f"{names[m]}, with {f['weights']:,} weights, scored {100 * f['train_accuracy']:.0f} % on its training "
                          f"batches and {100 * acc(m):.0f} % on held-out X-rays" for m, f in fit.items())
-        why = [f"{names[m]} did not fit even its training images within this budget" for m, f in fit.items()
-               if f['train_accuracy'] < 2 * s[base]['metrics']['accuracy']]
+        unfit = [names[m] for m, f in fit.items() if f['train_accuracy'] < 2 * acc(base)]
+        why = [f"{_and(unfit)} did not fit even {'its' if len(unfit) == 1 else 'their'} training images within this budget"] if unfit else []
         why += [f"{names[m]} fit its training images {100 * (f['train_accuracy'] - acc(m)):.0f} points better than new ones: "
                 f"much of what it learned does not carry over" for m, f in fit.items()
-                if f['train_accuracy'] >= 2 * s[base]['metrics']['accuracy'] and f['train_accuracy'] - acc(m) > 0.2]
+                if f['train_accuracy'] >= 2 * acc(base) and f['train_accuracy'] - acc(m) > 0.2]
         out.append(f"Why: at the last epoch, on about {max(f['train_images'] for f in fit.values())} training images a fold, "
-                   f"{told}." + (f" So {'; and '.join(why)}." if why else ''))
-    for l in results.get('leak', []):
-        out.append(f"Trained and tested on the official split, {names[l['model']]} scores {100 * l['accuracy_official']:.1f} %; "
-                   f"{l['leaked_images']} of its {l['test_images']} official test images have a near-copy in Train, and without them "
-                   f"it scores {100 * l['accuracy_unleaked']:.1f} %: the leak adds {l['inflation_points']:.1f} points "
-                   f"(95 % CI {l['inflation_ci95'][0]:.1f} to {l['inflation_ci95'][1]:.1f}).")
+                   f"{told}." + (f" So {'; '.join(why)}." if why else ''))
+    if leak := results.get('leak'):
+        each = '; '.join(f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on them all and {100 * l['accuracy_unleaked']:.1f} % "
+                         f"without those, so the leak adds {l['inflation_points']:.1f} points (95 % CI {l['inflation_ci95'][0]:.1f} "
+                         f"to {l['inflation_ci95'][1]:.1f})" for l in leak)
+        out.append(f"Trained on the official Train split and tested on its Test split, where {leak[0]['leaked_images']} of the "
+                   f"{leak[0]['test_images']} images have a near-copy in Train: {each}.")
     if limits: out.append(results['limits'])
     return '\n\n'.join(out)
 
