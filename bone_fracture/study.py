@@ -270,7 +270,7 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
     import matplotlib.pyplot as plt, seaborn as sns
     fig, ax = plt.subplots(figsize=(6, 3))
     sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=6)
-    ax.set(title='accuracy per fold', xlim=(0, 1)); ax.legend(title='fold', fontsize=7)
+    ax.set(title="accuracy on each fold's held-out images", xlim=(0, 1)); ax.legend(title='fold', fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -285,7 +285,7 @@ def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:
         r = reliability(y, probs_of(table, m, classes), bins)
         ax.plot(r.confidence, r.accuracy, 'o-', label=names[m])
         for c, a, n in zip(r.confidence, r.accuracy, r.images): ax.annotate(str(n), (c, a), fontsize=6, xytext=(2, 2), textcoords='offset points')
-    ax.set(xlabel='confidence (top probability)', ylabel='accuracy', xlim=(0, 1), ylim=(0, 1), title='calibration, images per bin')
+    ax.set(xlabel='confidence (top probability)', ylabel='accuracy', xlim=(0, 1), ylim=(0, 1), title=f'calibration on all {len(table)} images out-of-fold\n(the number by each point: images in its bin)')
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
@@ -298,6 +298,7 @@ def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:di
     fig, axes = plt.subplots(1, len(models), figsize=(5.2 * len(models), 4.8), squeeze=False)
     for ax, m in zip(axes[0], models):
         plot_confusion(y, probs_of(table, m, classes).argmax(1), classes, normalize=True, ax=ax, title=names[m])
+    fig.suptitle(f'confusion on all {len(table)} images out-of-fold, each row normalised by its true class')
     fig.tight_layout()
     return fig
 
@@ -309,14 +310,15 @@ def plot_study_f1(results:dict):
     df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
     fig, ax = plt.subplots(figsize=(0.9 * df.shape[1] + 3, 0.5 * len(df) + 2))
     sns.heatmap(df.astype(float), annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 7})
-    ax.set_title('F1 per class, out-of-fold'); ax.tick_params(axis='x', rotation=45)
+    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold"); ax.tick_params(axis='x', rotation=45)
     fig.tight_layout()
     return fig
 
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     "Loss and accuracy per epoch of each model's fold-0 run, on its training part and its validation part."
     from bone_fracture.train import plot_curves
-    return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list})
+    return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list},
+                       f'fold 0: training part and the validation part carved from it ({cfg.image_size} px, batch {cfg.batch_size})')
 
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
     "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."

@@ -94,6 +94,7 @@ def plot_curves(histories:dict, # run name -> its history (Run.history): one row
     for ax, k in zip(axes, ('loss (log scale)', 'accuracy')):
         ax.set(xlabel='epoch', title=f'{k}: validation solid, training dashed')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(map(len, histories.values())) + 0.5)   # whole epochs, even for a run of one
     axes[1].legend(fontsize=7)
     if title: fig.suptitle(title)
     fig.tight_layout()
