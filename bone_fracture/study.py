@@ -336,7 +336,8 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
         layer = gradcam_layer(model)
         cams, chosen = grad_cam(model, images, layer=layer)
         for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
-            overlay(image, cam, axes[row, j], f'{names[m]}, map of {layer}\npredicted: {classes[c]}')
+            head = f"{names[m]}\nmap of {layer}, {'×'.join(map(str, model.get_layer(layer).output.shape[1:3]))}\n" if row == 0 else ''
+            overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
     for row, (p, label) in enumerate(zip(shown.path, shown.label)):
         axes[row, 0].imshow(load_image(Path(root)/p, cfg.image_size)); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
     fig.tight_layout()
