@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #8ba0e13a
 from __future__ import annotations
-import argparse, contextlib, inspect, io, math, os, sys, tempfile
+import argparse, contextlib, functools, inspect, io, math, os, sys, tempfile
 from pathlib import Path
 
 from fastcore.docments import docments
@@ -152,6 +152,7 @@ def _add_command(sub, func):
         for name, d in docments(cls, full=True, returns=False).items(): _add_option(p, name, d, preset)
     return p
 
+@functools.cache   # built once: reading every docment from source takes longer than most refused commands
 def parser()->argparse.ArgumentParser:
     "The `bone_fracture` argument parser, one sub-command per entry of `COMMANDS`."
     p = _Parser(prog='bone_fracture', description='Bone-fracture X-ray study: audit, train, evaluate, predict.')
