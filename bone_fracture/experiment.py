@@ -19,7 +19,8 @@ from .data import UserError, cache_dir
 from .pipeline import StudyData
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
 from .compute import compile_model, precision_policy, seeded
-from .train import fit_config, plot_curves
+from .train import fit_config
+from .interpret import plot_curves
 from .transfer import fit_transfer, transfer_model
 
 # %% auto #0

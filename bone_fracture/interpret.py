@@ -6,6 +6,7 @@
 from __future__ import annotations
 import keras
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -16,8 +17,32 @@ from .data import UserError
 from .metrics import expected_calibration_error, reliability
 
 # %% auto #0
-__all__ = ['plot_confusion', 'plot_reliability', 'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam', 'overlay',
-           'pick_gradcam_images', 'plot_gradcam']
+__all__ = ['plot_curves', 'plot_confusion', 'plot_reliability', 'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam',
+           'overlay', 'pick_gradcam_images', 'plot_gradcam']
+
+# %% ../nbs/31_interpret.ipynb #a9523e93
+def plot_curves(histories:dict, # run name -> its history (Run.history): one row per epoch, with loss, accuracy and their val_ columns
+                title:str='',   # above both panels
+               ):
+    "Loss and accuracy per epoch of several runs: the validation part solid, the training part dashed; loss on a log scale."
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
+    for (name, h), colour in zip(histories.items(), colours * (len(histories) // len(colours) + 1)):
+        epochs, marker = np.arange(1, len(h) + 1), 'o' if len(h) <= 20 else None   # a short run's points stay visible
+        for ax, k in zip(axes, ('loss', 'accuracy')):
+            if f'val_{k}' in h: ax.plot(epochs, h[f'val_{k}'], color=colour, marker=marker, ms=3, label=name)
+            if k in h: ax.plot(epochs, h[k], color=colour, ls='--', lw=1, marker=marker, ms=2)
+    axes[0].set_yscale('log')                    # a diverging first epoch does not flatten the rest
+    axes[0].yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))   # ticks at 0.5, 1, 2, 5, written as numbers
+    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}')); axes[0].yaxis.set_minor_formatter(NullFormatter())
+    for ax, k in zip(axes, ('loss (log scale)', 'accuracy')):
+        ax.set(xlabel='epoch', title=f'{k}: validation solid, training dashed')
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(0.5, max(map(len, histories.values())) + 0.5)   # whole epochs, even for a run of one
+    axes[1].legend(fontsize=7)
+    if title: fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 # %% ../nbs/31_interpret.ipynb #6bebfef7
 def plot_confusion(y,                    # true class of each image

@@ -316,7 +316,7 @@ def plot_study_f1(results:dict):
 
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     "Loss and accuracy per epoch of each model's fold-0 run, on its training part and its validation part."
-    from bone_fracture.train import plot_curves
+    from bone_fracture.interpret import plot_curves
     return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list},
                        f'fold 0: training part and the validation part carved from it ({cfg.image_size} px, batch {cfg.batch_size})')
 

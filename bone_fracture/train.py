@@ -8,8 +8,6 @@ import contextlib, signal, threading, time
 from pathlib import Path
 
 import keras
-import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 import numpy as np
 import pandas as pd
 
@@ -17,8 +15,8 @@ from .compute import compile_model, build_state
 from .runs import SCHEDULES, ConfigError, Run, TrainConfig
 
 # %% auto #0
-__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'kept_row', 'make_callbacks', 'plot_curves', 'held_interrupts',
-           'StopOnInterrupt', 'fit', 'fit_config']
+__all__ = ['cosine_lr', 'EpochLog', 'Checkpoint', 'kept_row', 'make_callbacks', 'held_interrupts', 'StopOnInterrupt', 'fit',
+           'fit_config']
 
 # %% ../nbs/20_training.ipynb #9916fdb5
 def cosine_lr(lr:float, epochs:int):
@@ -75,30 +73,6 @@ def make_callbacks(run:Run,
             keras.callbacks.EarlyStopping(monitor=monitor, patience=patience, restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor=monitor, factor=0.5, patience=max(1, patience // 2), min_lr=1e-6),
             EpochLog(run), backup]
-
-# %% ../nbs/20_training.ipynb #a9523e93
-def plot_curves(histories:dict, # run name -> its history (Run.history): one row per epoch, with loss, accuracy and their val_ columns
-                title:str='',   # above both panels
-               ):
-    "Loss and accuracy per epoch of several runs: the validation part solid, the training part dashed; loss on a log scale."
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    for (name, h), colour in zip(histories.items(), colours * (len(histories) // len(colours) + 1)):
-        epochs, marker = np.arange(1, len(h) + 1), 'o' if len(h) <= 20 else None   # a short run's points stay visible
-        for ax, k in zip(axes, ('loss', 'accuracy')):
-            if f'val_{k}' in h: ax.plot(epochs, h[f'val_{k}'], color=colour, marker=marker, ms=3, label=name)
-            if k in h: ax.plot(epochs, h[k], color=colour, ls='--', lw=1, marker=marker, ms=2)
-    axes[0].set_yscale('log')                    # a diverging first epoch does not flatten the rest
-    axes[0].yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))   # ticks at 0.5, 1, 2, 5, written as numbers
-    axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}')); axes[0].yaxis.set_minor_formatter(NullFormatter())
-    for ax, k in zip(axes, ('loss (log scale)', 'accuracy')):
-        ax.set(xlabel='epoch', title=f'{k}: validation solid, training dashed')
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlim(0.5, max(map(len, histories.values())) + 0.5)   # whole epochs, even for a run of one
-    axes[1].legend(fontsize=7)
-    if title: fig.suptitle(title)
-    fig.tight_layout()
-    return fig
 
 # %% ../nbs/20_training.ipynb #a9711791
 @contextlib.contextmanager
