@@ -228,7 +228,7 @@ def study_sentences(results:dict, limits:bool=True)->str:
                    f"The intervals of {'all the models' if len(beaten) == len(models) else _and(beaten)} reach")
         out[-1] += f" down to the {base} baseline or below it."
     if fit := results.get('fit'):
-        told = '; '.join(f"{names[m]}, with {f['weights']:,} weights, scored {100 * f['train_accuracy']:.0f} % on its training "
+        told = '; '.join(f"{names[m]}, with {f['parameters']:,} parameters, scored {100 * f['train_accuracy']:.0f} % on its training "
                          f"batches and {100 * acc(m):.0f} % on held-out X-rays" for m, f in fit.items())
         unfit = [names[m] for m, f in fit.items() if f['train_accuracy'] < 2 * acc(base)]
         why = [f"{_and(unfit)} did not fit even {'its' if len(unfit) == 1 else 'their'} training images within this budget"] if unfit else []
@@ -367,12 +367,12 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
 
 # %% ../nbs/60_study.ipynb #600d059e
 def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
-    "Each model's weights, training images a fold, and last-epoch accuracy on its (augmented) training batches and on validation, means over folds."
+    "Each model's parameters, training images a fold, and last-epoch accuracy on its (augmented) training batches and on validation, means over folds."
     out = {}
     for m in cfg.model_list:
         runs = [Run(runs_dir/Job(m, f'fold{k}').name) for k in range(cfg.folds)]
         last = pd.DataFrame([r.history.iloc[-1] for r in runs])
-        out[m] = {'weights': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
+        out[m] = {'parameters': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
                   'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
                   'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
     return out
