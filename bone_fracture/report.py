@@ -17,8 +17,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
-from .interpret import pick_gradcam_images, plot_confusion, plot_gradcam, plot_reliability
-from .interpret import plot_curves
+from .interpret import pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability
 from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
     leak_inflation, rounded
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions

@@ -18,7 +18,7 @@ from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, hol
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
-__all__ = ['PRESETS', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
+__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
@@ -110,12 +110,14 @@ def job_predictions(run:Run, root)->pd.DataFrame:
     y, probs, classes = run.predict('test', root)
     return pd.DataFrame(probs, columns=classes).assign(path=data.parts['test'].path.values)
 
+BASELINES = ('majority class', 'class-prior guess')   # what every model is compared with, in this order
+
 def baseline_probs(train_labels:pd.Series, classes:list, n:int, seed:int=0)->dict:
     "Probabilities of the two baselines for `n` test images: the majority class, and class-prior random guessing."
     prior = train_labels.value_counts(normalize=True).reindex(classes, fill_value=0).values
     majority = np.eye(len(classes))[np.full(n, prior.argmax())]
     draws = np.random.default_rng(seed).choice(len(classes), size=n, p=prior)
-    return {'majority class': majority, 'class-prior guess': np.eye(len(classes))[draws]}
+    return dict(zip(BASELINES, (majority, np.eye(len(classes))[draws])))
 
 # %% ../nbs/60_study.ipynb #2bbd7f25
 def oof_table(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root)->pd.DataFrame:
@@ -208,7 +210,7 @@ def study_sentences(results:dict, limits:bool=True)->str:
     cv, names = results['cross_validation'], results['names']
     s, models = cv['scores'], results['config']['models'].split(',')
     acc = lambda m: s[m]['metrics']['accuracy']
-    best, base = max(models, key=acc), max(('majority class', 'class-prior guess'), key=acc)
+    best, base = max(models, key=acc), max(BASELINES, key=acc)
     over = f"Over {cv['images']:,} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group"
     scored = f"{_ci(acc(best), *s[best]['ci95']['accuracy'])} accuracy"
     out = [f"{over}, the most accurate model is **{names[best]}**: {scored}, against {100 * acc(base):.1f} % for the better "
@@ -257,7 +259,7 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
         v = [s[m]['metrics'][k] for m in models]
         lo, hi = zip(*(s[m]['ci95'][k] for m in models))
         ax.bar(range(len(models)), v, yerr=[np.subtract(v, lo), np.subtract(hi, v)], capsize=3, color='tab:blue')
-        for b, style in (('majority class', ':'), ('class-prior guess', '--')):
+        for b, style in zip(BASELINES, (':', '--')):
             ax.axhline(s[b]['metrics'][k], color='k', ls=style, lw=1, label=b)
         ax.set_xticks(range(len(models)), [names[m].replace(' (', '\n(') for m in models], fontsize=8)
         ax.set_title(f"{k.replace('_', ' ')}: all {s[models[0]]['images']} images out-of-fold, 95 % cluster CI", fontsize=9)
@@ -329,17 +331,17 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
     labels = sorted(held_out.label.unique())
     picked = labels[::max(1, len(labels) // n)][:n]                       # classes spread over the list, not the first few
     shown = held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
+    images = np.stack([load_image(Path(root)/p, cfg.image_size) for p in shown.path])   # decoded once, for every model
     fig, axes = plt.subplots(len(shown), len(cfg.model_list) + 1, figsize=(2.6 * (len(cfg.model_list) + 1), 2.6 * len(shown)), squeeze=False)
     for j, m in enumerate(cfg.model_list, 1):
         model = Run(runs_dir/Job(m, 'fold0').name).model()
-        images = np.stack([load_image(Path(root)/p, cfg.image_size) for p in shown.path])
         layer = gradcam_layer(model)
         cams, chosen = grad_cam(model, images, layer=layer)
         for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
             head = f"{names[m]}\nmap of {layer}, {'×'.join(map(str, model.get_layer(layer).output.shape[1:3]))}\n" if row == 0 else ''
             overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
-    for row, (p, label) in enumerate(zip(shown.path, shown.label)):
-        axes[row, 0].imshow(load_image(Path(root)/p, cfg.image_size)); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
+    for row, (image, label) in enumerate(zip(images, shown.label)):
+        axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
     fig.tight_layout()
     return fig
 
@@ -383,7 +385,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
     models, classes = cfg.model_list, sorted(audit.splits.label.unique())
     table = oof_table(cfg, audit.splits, runs_dir, audit.root)
     folds = fold_scores(table, classes)
-    names = {m: display_name(m, cfg.weights) for m in models} | {b: b for b in ('majority class', 'class-prior guess')}
+    names = {m: display_name(m, cfg.weights) for m in models} | {b: b for b in BASELINES}
     results = {'config': asdict(cfg), 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
                'budget': f"every model: {cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)}, '{cfg.schedule}' schedule, batch {cfg.batch_size}",
                'ci': f'95 % percentile cluster bootstrap over audit groups, {cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted',
