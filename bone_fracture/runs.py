@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_runs.ipynb #ab69ed9f
 from __future__ import annotations
-import contextlib, json, logging, math, zipfile
+import contextlib, json, logging, math, os, zipfile
 from dataclasses import dataclass, asdict, fields
 from pathlib import Path
 
@@ -250,15 +250,21 @@ def log_epoch(self:Run, row:dict):
 
 @patch_to(Run)
 def save_model(self:Run, model, name:str='best.keras'):
-    "Save a Keras model into the run, whole or not at all."
-    atomic_write(self.path/name, write=model.save)
+    "Save a Keras model's layers and weights into the run, whole or not at all; the optimizer's state stays out."
+    import keras
+    bare = keras.Model(model.inputs, model.outputs, name=model.name)  # the same layers and weights, never compiled
+    atomic_write(self.path/name, write=bare.save)
 
 @patch_to(Run)
 def adopt(self:Run, phase:Run, name:str='best.keras'):
-    "Take a phase's model file as the run's own, copied whole (no need to load and save it again)."
+    "Take a phase's model file as the run's own: a hard link (one copy on disk), or a copy where links cannot be made."
     import shutil
-    if not (phase.path/name).exists(): raise RunError(f'no trained model at {phase.path/name}')
-    atomic_write(self.path/name, write=lambda p: shutil.copyfile(phase.path/name, p))
+    source = phase.path/name
+    if not source.exists(): raise RunError(f'no trained model at {source}')
+    def link(p):
+        try: os.link(source, p)
+        except OSError: shutil.copyfile(source, p)  # e.g. a file system without hard links
+    atomic_write(self.path/name, write=link)
 
 @patch_to(Run)
 def save_figure(self:Run, fig, name:str, dpi:int=100):
