@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_cli.ipynb #8ba0e13a
 from __future__ import annotations
-import argparse, contextlib, functools, inspect, io, math, os, sys, tempfile
+import argparse, contextlib, errno, functools, inspect, io, math, os, sys, tempfile
 from pathlib import Path
 
 from fastcore.docments import docments
@@ -168,6 +168,11 @@ def main(argv:list[str]|None=None)->int:
         COMMANDS[command](**args)
     except UserError as e:
         print(f'bone_fracture {command}: error: {e}', file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT): raise   # any other failure of the system keeps its traceback
+        print(f'bone_fracture {command}: error: the disk is full ({e.strerror}): free some space and run the same command '
+              'again; what was finished is kept, and no file was left half-written', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f'bone_fracture {command}: interrupted; run the same command again to continue where it stopped', file=sys.stderr)
