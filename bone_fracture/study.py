@@ -18,12 +18,12 @@ from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, hol
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
-__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'LIMITS', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
+__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
-           'git_commit', 'run_jobs', 'fit_summary', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame',
-           'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
+           'git_commit', 'study_limits', 'run_jobs', 'fit_summary', 'evaluate_study', 'study_readme', 'scores_frame',
+           'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -49,6 +49,7 @@ class StudyConfig:
 
     def __post_init__(self):
         if not self.model_list: raise ConfigError('models must name at least one architecture')
+        self.models = ','.join(self.model_list)   # 'custom, vgg16' is 'custom,vgg16' everywhere after
         if bad := [m for m in self.model_list if m not in MODELS]:
             raise ConfigError(f"models must be among {', '.join(MODELS)}, not {', '.join(bad)}")
         if not (isinstance(self.folds, int) and 2 <= self.folds <= 20): raise ConfigError(f'folds must be a whole number from 2 to 20, not {self.folds!r}')
@@ -146,17 +147,19 @@ def probs_of(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
     return table[[f'{name}|{c}' for c in classes]].values
 
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
-    "Metrics with cluster-bootstrap intervals per model and baseline, and paired tests between the models."
+    "Metrics with cluster-bootstrap intervals per model and baseline; paired tests of the models with each other and with the majority class."
     y = table.label.map(classes.index).values
     scores = {}
     for name in prediction_sets(table):
         probs = probs_of(table, name, classes)
         ci = cluster_bootstrap_ci(y, probs, table.group.values, n_resamples, seed=seed)
         m = classification_metrics(y, probs)
-        scores[name] = {'images': len(y), 'metrics': {k: rounded(v) for k, v in m.items()},
+        scores[name] = {'images': len(y), 'classes_predicted': int(len(np.unique(probs.argmax(1)))),
+                        'metrics': {k: rounded(v) for k, v in m.items()},
                         'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
                         'per_class_f1': {c: rounded(v) for c, v in per_class_table(y, probs, classes).f1.items()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
+    if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
     tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, probs_of(table, a, classes).argmax(1), probs_of(table, b, classes).argmax(1),
                                                          table.group.values, n_resamples, seed=seed)} for a, b in pairs]
     for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
@@ -205,33 +208,58 @@ def _and(items)->str:
     items = list(items)
     return ' and '.join(items) if len(items) < 3 else f"{', '.join(items[:-1])} and {items[-1]}"
 
+def _cap(text:str)->str: return text[:1].upper() + text[1:]   # 'custom CNN ...' opening a sentence
+
+def _p(t:dict, resamples:int)->str:
+    "A paired test's Holm-adjusted p-value; '≤' when the raw p-value is the bootstrap's smallest, 1/(resamples + 1)."
+    p = t['p_holm']
+    if t['p_value'] <= 1.5 / (resamples + 1): return f'Holm-adjusted p ≤ {p:.2g}'
+    return 'Holm-adjusted p < 0.05' if p < 0.05 <= float(f'{p:.2g}') else f'Holm-adjusted p = {p:.2g}'
+
+def _lead(t:dict, model:str, names:dict, resamples:int)->str:
+    "How far `model` is ahead of the other side of the paired test `t`, with the interval, the p-value and what they allow."
+    other, sign = (t['b'], 1) if t['a'] == model else (t['a'], -1)
+    other = names[other] if other in MODELS else f'the {names[other]}'   # 'the majority class'
+    d, l, h = sign * t['difference'], *sorted((sign * t['low'], sign * t['high']))
+    if l == h == 0: return f'It and {other} are right on the same number of images in every audit group: there is nothing to test.'
+    lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
+    if d < 0: d, l, h = -d, -h, -l
+    verdict = 'a difference the data support' if t['p_holm'] < 0.05 else 'a difference these images cannot tell from chance'
+    return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}): {verdict}."
+
+def _leak(l:dict, names:dict)->str:
+    "One official-split model: its accuracy on all and on unleaked Test images, and what the difference allows."
+    head = f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on them all"
+    if l['inflation_points'] is None: return head + ' (every Test image has a near-copy in Train)'
+    d, (lo, hi) = l['inflation_points'], l['inflation_ci95']
+    effect = (f'so the leak adds {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f})' if lo > 0 else
+              f'so the leaked images lower it by {-d:.1f} points (95 % CI {-hi:.1f} to {-lo:.1f})' if hi < 0 else
+              f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) that these images cannot tell from none')
+    return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the rest, {effect}"
+
 def study_sentences(results:dict, limits:bool=True)->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
-    cv, names = results['cross_validation'], results['names']
-    s, models = cv['scores'], results['config']['models'].split(',')
+    cv, names, cfg = results['cross_validation'], results['names'], results['config']
+    s, models, base = cv['scores'], cfg['models'].split(','), BASELINES[0]   # the majority class: the bar, declared beforehand
     acc = lambda m: s[m]['metrics']['accuracy']
-    best, base = max(models, key=acc), max(BASELINES, key=acc)
-    over = f"Over {cv['images']:,} X-rays, each tested once in {results['config']['folds']}-fold cross-validation by group"
+    against = lambda m, other: next((t for t in cv['paired'] if {t['a'], t['b']} == {m, other}), None)
+    best = max(models, key=acc)
+    tied = [m for m in models if acc(m) == acc(best)]
+    over = f"Over {cv['images']:,} X-rays, each tested once in {cfg['folds']}-fold cross-validation by group"
     scored = f"{_ci(acc(best), *s[best]['ci95']['accuracy'])} accuracy"
-    out = [f"{over}, the most accurate model is **{names[best]}**: {scored}, against {100 * acc(base):.1f} % for the better "
-           f"baseline ({base})." if acc(best) > acc(base) else
-           f"{over}, no model is more accurate than the better baseline ({base}, {100 * acc(base):.1f} %): the best of them, "
-           f"**{names[best]}**, reaches {scored}."]
-    for t in cv['paired']:
-        if best in (t['a'], t['b']):
-            other = t['b'] if t['a'] == best else t['a']
-            sign = 1 if t['a'] == best else -1
-            d, l, h = sign * t['difference'], *sorted((sign * t['low'], sign * t['high']))
-            verdict = 'a difference the data support' if t['p_holm'] < 0.05 else 'a difference these images cannot tell from chance'
-            out.append(f"Its lead over {names[other]} is {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; "
-                       f"Holm-adjusted p = {t['p_holm']:.2g}): {verdict}.")
-    if beaten := [names[m] for m in models if s[m]['ci95']['accuracy'][0] <= acc(base)]:
-        out.append(f"The interval of {beaten[0]} reaches" if len(beaten) == 1 else
-                   f"The intervals of {'all the models' if len(beaten) == len(models) else _and(beaten)} reach")
-        out[-1] += f" down to the {base} baseline or below it."
+    bar, what = _ci(acc(base), *s[base]['ci95']['accuracy']), "the majority class, which always answers the training fold's commonest class"
+    who = f"**{names[best]}**" if len(tied) == 1 else f"{_and(f'**{names[m]}**' for m in tied)} (tied)"
+    out = [f"{over}, the most accurate model{'s are' if len(tied) > 1 else ' is'} {who}: {scored}, against {bar} for {what}." if acc(best) > acc(base) else
+           f"{over}, no model is more accurate than {what}, at {bar}: the best of them, {who}, reach{'es' if len(tied) == 1 else ''} {scored}."]
+    out += [_lead(t, best, names, cfg['resamples']) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
+    if (k := len(cv['paired'])) > 1: out.append(f"Each interval is a 95 % interval on its own; the p-values are adjusted (Holm) for all {k} comparisons.")
+    if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
+        out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
+    if one := [names[m] for m in models if s[m].get('classes_predicted') == 1]:
+        out.append(f"{_cap(_and(one))} gave one class to every image: {'it' if len(one) == 1 else 'they'} learned the class balance, not the X-rays.")
     if fit := results.get('fit'):
-        told = '; '.join(f"{names[m]}, with {f['parameters']:,} parameters, scored {100 * f['train_accuracy']:.0f} % on its training "
-                         f"batches and {100 * acc(m):.0f} % on held-out X-rays" for m, f in fit.items())
+        told = '; '.join(f"{names[m]}, with {f['parameters']:,} parameters, reached {100 * f['train_accuracy']:.1f} % on its augmented "
+                         f"training batches and {100 * acc(m):.1f} % on held-out X-rays" for m, f in fit.items())
         unfit = [names[m] for m, f in fit.items() if f['train_accuracy'] < 2 * acc(base)]
         why = [f"{_and(unfit)} did not fit even {'its' if len(unfit) == 1 else 'their'} training images within this budget"] if unfit else []
         why += [f"{names[m]} fit its training images {100 * (f['train_accuracy'] - acc(m)):.0f} points better than new ones: "
@@ -240,11 +268,10 @@ def study_sentences(results:dict, limits:bool=True)->str:
         out.append(f"Why: at the last epoch, on about {max(f['train_images'] for f in fit.values())} training images a fold, "
                    f"{told}." + (f" So {'; '.join(why)}." if why else ''))
     if leak := results.get('leak'):
-        each = '; '.join(f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on them all and {100 * l['accuracy_unleaked']:.1f} % "
-                         f"without those, so the leak adds {l['inflation_points']:.1f} points (95 % CI {l['inflation_ci95'][0]:.1f} "
-                         f"to {l['inflation_ci95'][1]:.1f})" for l in leak)
-        out.append(f"Trained on the official Train split and tested on its Test split, where {leak[0]['leaked_images']} of the "
-                   f"{leak[0]['test_images']} images have a near-copy in Train: {each}.")
+        n, total = leak[0]['leaked_images'], leak[0]['test_images']
+        out.append(f"Trained on the official Train split and tested on its Test split, where {n} of the {total} images "
+                   f"{'has' if n == 1 else 'have'} a near-copy in Train: {'; '.join(_leak(l, names) for l in leak)}. The leaked "
+                   f"images need not have the classes of the rest, so part of any difference may be the classes, not the copies.")
     if limits: out.append(results['limits'])
     return '\n\n'.join(out)
 
@@ -353,10 +380,21 @@ def git_commit()->str|None:
                                capture_output=True, text=True, timeout=10).stdout.strip() or None
     except (OSError, subprocess.SubprocessError): return None
 
-LIMITS = ("Where the evidence stops: the X-rays are web-sourced, with no patient identifiers, so near-copies were found by "
-          "image similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
-          "some near-copies carry different labels, so the labels themselves are noisy; and VGG16 and ResNet50 were trained here "
-          "from the weights named beside them, which says nothing about what ImageNet pretraining would give.")
+# %% ../nbs/60_study.ipynb #5330142c
+def study_limits(cfg:StudyConfig)->str:
+    "Where the evidence of a study with this configuration stops, in one Markdown paragraph."
+    w = weights_arg(cfg.weights)
+    transfer = [ARCH_NAMES[m] for m in cfg.model_list if m != 'custom']
+    start = ('' if not transfer else
+             f"; {_and(transfer)} started from random weights, not ImageNet ones, so this says nothing about what ImageNet "
+             f"pretraining would give {'it' if len(transfer) == 1 else 'them'}" if w is None else
+             f"; {_and(transfer)} started from ImageNet weights, learned on photographs, not X-rays" if w == 'imagenet' else
+             f"; {_and(transfer)} started from the weights in `{Path(str(w)).name}`")
+    return ("Where the evidence stops: the X-rays are web-sourced, with no patient identifiers, so near-copies were found by image "
+            "similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
+            "some near-copies carry different labels, so the labels themselves are noisy; "
+            f"every X-ray was shrunk to {cfg.image_size} px, which can erase a hairline fracture line; each model was trained once "
+            "per fold, from one seed, so the intervals count the variation of the images, not that of training" + start + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
 def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log=print):
@@ -394,7 +432,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
                'fit': fit_summary(cfg, runs_dir),
-               'limits': LIMITS}
+               'limits': study_limits(cfg)}
     return results, table, folds
 
 # %% ../nbs/60_study.ipynb #6c74d79d
@@ -428,7 +466,7 @@ def scores_frame(results:dict)->pd.DataFrame:
 
 # %% ../nbs/60_study.ipynb #31d5b646
 def paired_frame(results:dict)->pd.DataFrame:
-    "Each pair of models on the same images: accuracy of a minus b, its interval, the p-value and the Holm-adjusted one."
+    "Each paired test on the same images (two models, or a model and the majority class): accuracy of a minus b, its interval, the p-value and the Holm-adjusted one."
     paired = pd.DataFrame(results['cross_validation']['paired'])
     return paired.assign(a=paired.a.map(results['names']), b=paired.b.map(results['names'])) if len(paired) else paired
 
