@@ -299,7 +299,9 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
     import matplotlib.pyplot as plt, seaborn as sns
     fig, ax = plt.subplots(figsize=(6, 3))
     sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=6)
-    ax.set(title="accuracy on each fold's held-out images", xlim=(0, 1)); ax.legend(title='fold', fontsize=7)
+    sizes = folds.groupby('fold').images.first()
+    span = f'{sizes.min()}' if sizes.min() == sizes.max() else f'{sizes.min()}–{sizes.max()}'
+    ax.set(title=f"accuracy on each fold's held-out images ({span} a fold)", xlim=(0, 1)); ax.legend(title='fold', fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -369,6 +371,7 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
             overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
     for row, (image, label) in enumerate(zip(images, shown.label)):
         axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
+    fig.suptitle("Grad-CAM of each model's fold-0 run on held-out fold-0 X-rays, one per class shown", fontsize=9)
     fig.tight_layout()
     return fig
 
