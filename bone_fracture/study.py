@@ -396,7 +396,7 @@ def study_limits(cfg:StudyConfig)->str:
     return ("Where the evidence stops: the X-rays are web-sourced, with no patient identifiers, so near-copies were found by image "
             "similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
             "some near-copies carry different labels, so the labels themselves are noisy; "
-            f"every X-ray was shrunk to {cfg.image_size} px, which can erase a hairline fracture line; each model was trained once "
+            f"every X-ray was resized to {cfg.image_size} px, which can erase a hairline fracture line; each model was trained once "
             "per fold, from one seed, so the intervals count the variation of the images, not that of training" + start + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
