@@ -223,7 +223,7 @@ def locked(folder:Path,        # the folder to hold
           ):
     "Hold an exclusive lock on `folder` for the block; another process holding it is refused in one line."
     folder = Path(folder)
-    while True:
+    for attempt in range(1000):                          # a race settles in a try or two; a folder that cannot be made never does
         created = not folder.exists()
         in_the_way = UserError(f'{folder} is not a folder (a file is in the way)')
         try: folder.mkdir(parents=True, exist_ok=True); f = open(folder/'.lock', 'a+')
@@ -233,12 +233,14 @@ def locked(folder:Path,        # the folder to hold
             continue                                     # ... or between mkdir's own two steps
         except NotADirectoryError: raise in_the_way from None
         except PermissionError: raise UserError(f'cannot write in {folder}: permission denied') from None
+        except OSError as e: raise UserError(f'cannot write in {folder}: {e.strerror}') from None   # e.g. a read-only file system
         try: fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
             f.seek(0); holder = f.read().strip() or '?'; f.close()
             raise UserError(f'{folder} is in use by another process (pid {holder}); wait for it, or choose another folder') from None
         if same_file(f, folder/'.lock'): break
         f.close()       # the holder we waited for removed the folder it had created: lock it afresh
+    else: raise UserError(f'cannot create {folder}: its parent folder cannot hold new folders')
     with f:
         f.seek(0); f.truncate(); f.write(str(os.getpid())); f.flush()
         try: yield folder
