@@ -22,8 +22,9 @@ __all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 
            'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
            'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
            'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
-           'git_commit', 'study_limits', 'run_jobs', 'fit_summary', 'evaluate_study', 'study_readme', 'scores_frame',
-           'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'run_study']
+           'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'fit_summary', 'evaluate_study', 'study_readme',
+           'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study',
+           'check_weights', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -216,7 +217,7 @@ def _p(t:dict, resamples:int)->str:
     if t['p_value'] <= 1.5 / (resamples + 1): return f'Holm-adjusted p ≤ {p:.2g}'
     return 'Holm-adjusted p < 0.05' if p < 0.05 <= float(f'{p:.2g}') else f'Holm-adjusted p = {p:.2g}'
 
-def _lead(t:dict, model:str, names:dict, resamples:int)->str:
+def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->str:
     "How far `model` is ahead of the other side of the paired test `t`, with the interval, the p-value and what they allow."
     other, sign = (t['b'], 1) if t['a'] == model else (t['a'], -1)
     other = names[other] if other in MODELS else f'the {names[other]}'   # 'the majority class'
@@ -225,26 +226,27 @@ def _lead(t:dict, model:str, names:dict, resamples:int)->str:
     lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
     if d < 0: d, l, h = -d, -h, -l
     verdict = 'a difference the data support' if t['p_holm'] < 0.05 else 'a difference these images cannot tell from chance'
+    if flattered and t['p_holm'] < 0.05: verdict += ", though no larger than what the choice of its recipe may explain (below)"
     return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}): {verdict}."
 
 def _leak(l:dict, names:dict)->str:
     "One official-split model: its accuracy on all and on unleaked Test images, and what the difference allows."
-    head = f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on them all"
+    head = f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on all {l['test_images']}"
     if l['inflation_points'] is None: return head + ' (every Test image has a near-copy in Train)'
     d, (lo, hi) = l['inflation_points'], l['inflation_ci95']
-    effect = (f'so the leak adds {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f})' if lo > 0 else
-              f'so the leaked images lower it by {-d:.1f} points (95 % CI {-hi:.1f} to {-lo:.1f})' if hi < 0 else
+    effect = (f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) in favour of the official number' if lo > 0 else
+              f'a difference of {-d:.1f} points (95 % CI {-hi:.1f} to {-lo:.1f}) against the official number' if hi < 0 else
               f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) that these images cannot tell from none')
-    return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the rest, {effect}"
+    return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the other {l['test_images'] - l['leaked_images']}, {effect}"
 
 def _recipe(s:dict, models:list, names:dict, bound:float)->str:
     "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats."
     lead = {m: s['custom']['metrics']['accuracy'] - s[m]['metrics']['accuracy'] for m in models if m != 'custom'}
-    within = [f'{names[m]} ({100 * d:.1f} points)' for m, d in lead.items() if 0 < d <= bound]
+    within = [f'{100 * d:.1f} points over {names[m]}' for m, d in lead.items() if 0 < d <= bound]
     beyond = [names[m] for m, d in lead.items() if d > bound]
     out = (f"The custom CNN's recipe was chosen by test accuracy on earlier splits of these same images, which may flatter it "
-           f"by up to {100 * bound:.1f} points (a bound from its recipe sweep)")
-    if within: out += (f": no less than its lead over {_and(within)}, so {'that lead' if len(within) == 1 else 'those leads'} may "
+           f"by {100 * bound:.1f} points at most in expectation (a bound from its recipe sweep)")
+    if within: out += (f": as much as its lead of {_and(within)}, so {'that lead' if len(within) == 1 else 'those leads'} may "
                        f"come from how the recipe was chosen rather than from the architecture")
     if beyond: out += f"{';' if within else ':'} its lead over {_and(beyond)} is larger than that"
     return out + '.'
@@ -265,7 +267,8 @@ def study_sentences(results:dict, limits:bool=True,
     who = f"**{names[best]}**" if len(tied) == 1 else f"{_and(f'**{names[m]}**' for m in tied)} (tied)"
     out = [f"{over}, the most accurate model{'s are' if len(tied) > 1 else ' is'} {who}: {scored}, against {bar} for {what}." if acc(best) > acc(base) else
            f"{over}, no model is more accurate than {what}, at {bar}: the best of them, {who}, reach{'es' if len(tied) == 1 else ''} {scored}."]
-    out += [_lead(t, best, names, cfg['resamples']) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
+    within = lambda other: recipe_bound is not None and best == 'custom' and other in models and acc(best) - acc(other) <= recipe_bound
+    out += [_lead(t, best, names, cfg['resamples'], within(other)) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
     if (k := len(cv['paired'])) > 1: out.append(f"Each interval is a 95 % interval on its own; the p-values are adjusted (Holm) for all {k} comparisons.")
     if recipe_bound is not None and 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
@@ -300,7 +303,7 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
     import matplotlib.pyplot as plt
     s, names = results['cross_validation']['scores'], results['names']
     models = results['config']['models'].split(',')
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.7), squeeze=False)
     for ax, k in zip(axes[0], metrics):
         v = [s[m]['metrics'][k] for m in models]
         lo, hi = zip(*(s[m]['ci95'][k] for m in models))
@@ -309,8 +312,8 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
             ax.axhline(s[b]['metrics'][k], color='k', ls=style, lw=1, label=b)
         ax.set_xticks(range(len(models)), [names[m].replace(' (', '\n(') for m in models], fontsize=8)
         ax.set_title(f"{k.replace('_', ' ')}: all {s[models[0]]['images']} images out-of-fold, 95 % cluster CI", fontsize=9)
-    axes[0, -1].legend(fontsize=7)
-    fig.tight_layout()
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc='lower center', ncol=len(BASELINES), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.07, 1, 1))   # the baselines' legend below both panels, over no bar
     return fig
 
 # %% ../nbs/60_study.ipynb #e9d77edc
@@ -326,17 +329,19 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
     return fig
 
 # %% ../nbs/60_study.ipynb #c1643ca7
-def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:dict, bins:int=10):
-    "Reliability of each model's top probability (top), and the number of images in every bin (bottom)."
+def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:dict, bins:int=10, min_images:int=10):
+    "Reliability of each model's top probability over bins of `min_images` or more (top), and the number of images in every bin (bottom)."
     import matplotlib.pyplot as plt
     y = table.label.map(classes.index).values
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={'height_ratios': (3, 1)})
     ax.plot([0, 1], [0, 1], 'k:', lw=1)
     for m in models:
         r = reliability(y, probs_of(table, m, classes), bins)
-        ax.plot(r.confidence, r.accuracy, 'o-', label=names[m])
+        kept = r[r.images >= min_images]   # an accuracy over a handful of images is noise, drawn as if it were a point
+        ax.plot(kept.confidence, kept.accuracy, 'o-', label=names[m])
         counts.plot(r.confidence, r.images, 'o-', ms=3)
-    ax.set(ylabel='accuracy', xlim=(0, 1), ylim=(0, 1), title=f'calibration on all {len(table)} images out-of-fold')
+    ax.set(ylabel='accuracy', xlim=(0, 1), ylim=(0, 1),
+           title=f'calibration on all {len(table)} images out-of-fold\n(accuracy in bins of {min_images} or more images)')
     counts.set(xlabel='confidence (top probability)', ylabel='images in bin', ylim=(0, None))
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -364,7 +369,7 @@ def plot_study_f1(results:dict):
     df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
     fig, ax = plt.subplots(figsize=(0.9 * df.shape[1] + 3, 0.5 * len(df) + 2))
     sns.heatmap(df.astype(float), annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 7})
-    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold"); ax.tick_params(axis='x', rotation=45)
+    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold (point estimates, no intervals)"); ax.tick_params(axis='x', rotation=45)
     fig.tight_layout()
     return fig
 
@@ -394,7 +399,7 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
             overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
     for row, (image, label) in enumerate(zip(images, shown.label)):
         axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
-    fig.suptitle("Grad-CAM of each model's fold-0 run on held-out fold-0 X-rays, one per class shown", fontsize=9)
+    fig.suptitle(f"Grad-CAM of each model's fold-0 run: one held-out fold-0 X-ray from each of {len(shown)} of the {len(labels)} classes", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -420,7 +425,10 @@ def study_limits(cfg:StudyConfig)->str:
             "similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
             "some near-copies carry different labels, so the labels themselves are noisy; "
             f"every X-ray was resized to {cfg.image_size} px, which can erase a hairline fracture line; each model was trained once "
-            "per fold, from one seed, so the intervals count the variation of the images, not that of training" + start + ".")
+            "per fold, from one seed, so the intervals count the variation of the images, not that of training" + start
+            + ("; the custom CNN's recipe was chosen, before this protocol, on test scores of splits of the Kaggle Bone Break "
+               "Classification images (the project's lab log), so on those images its score may be flattered" if 'custom' in cfg.model_list else '')
+            + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
 def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log=print):
@@ -430,6 +438,15 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
         where = f"fold {job.split[4:]}/{cfg.folds}" if job.split.startswith('fold') else 'official split'
         log(f'[{i}/{len(jobs)}] {job.model} {where}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
         train_run(cfg.train_config(job.model, job.split), runs_dir/job.name, verbose=verbose)
+
+# %% ../nbs/60_study.ipynb #dd58d0d0
+def study_budget(cfg:StudyConfig)->str:
+    "The budget in words: what every model shares, then what differs (the learning rates, and the pretrained models' fine-tuning)."
+    lrs = _and(f"{getattr(cfg, 'lr_' + m):g} for {ARCH_NAMES[m]}" for m in cfg.model_list)
+    tune = (f"; {cfg.fine_tune_epochs} fine-tuning epochs at {cfg.fine_tune_lr:g} for {_and(ARCH_NAMES[m] for m in cfg.model_list if m != 'custom')}"
+            if cfg.fine_tune_epochs and weights_arg(cfg.weights) is not None and cfg.model_list != ['custom'] else '')
+    return (f"{cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} on a {cfg.schedule} schedule and batch {cfg.batch_size} "
+            f"for every model; learning rate {lrs}{tune}")
 
 # %% ../nbs/60_study.ipynb #600d059e
 def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
@@ -451,7 +468,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
     folds = fold_scores(table, classes)
     names = {m: display_name(m, cfg.weights) for m in models} | {b: b for b in BASELINES}
     results = {'config': asdict(cfg), 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
-               'budget': f"{cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} on a {cfg.schedule} schedule, batch {cfg.batch_size}, the same for every model",
+               'budget': study_budget(cfg),
                'ci': f'95 % percentile cluster bootstrap over audit groups, {cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted',
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
                                     **score_table(table, classes, models, cfg.resamples, cfg.seed)},
@@ -536,7 +553,7 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
                'calibration.png': plot_study_calibration(table, classes, models, names),
                'confusion.png': plot_study_confusion(table, classes, models, names), 'per_class_f1.png': plot_study_f1(results),
                'curves.png': plot_study_curves(cfg, out/'runs', names), 'gradcam.png': plot_study_gradcam(cfg, table, classes, out/'runs', root, names)}
-    for name, fig in figures.items(): atomic_write(out/name, write=lambda p: fig.savefig(p, dpi=100)); plt.close(fig)
+    for name, fig in figures.items(): atomic_write(out/name, write=lambda p: fig.savefig(p, dpi=100, bbox_inches='tight')); plt.close(fig)
     atomic_write(out/'results.md', study_markdown(results))
     atomic_write(out/'README.md', study_readme(results))
     atomic_write(out/'results.json', json.dumps(results, indent=1) + '\n')
