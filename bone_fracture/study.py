@@ -188,7 +188,10 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
         t = splits.set_index('path').loc[p.path].reset_index()
         right = p[classes].values.argmax(1) == t.label.map(classes.index).values
         out.append({'model': m, **leak_inflation(right, t.group.isin(train_groups).values, t.group.values, n_resamples, seed=cfg.seed)})
-    return out
+    prior = splits.label[splits.official != 'test'].value_counts().reindex(classes, fill_value=0).values
+    t = splits[splits.official == 'test']   # the majority class of official Train sees no image: its difference is the classes' mix alone
+    right = (t.label == classes[prior.argmax()]).values
+    return out + [{'model': BASELINES[0], **leak_inflation(right, t.group.isin(train_groups).values, t.group.values, n_resamples, seed=cfg.seed)}]
 
 # %% ../nbs/60_study.ipynb #0e18b578
 ARCH_NAMES = {'custom': 'custom CNN', 'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
@@ -231,7 +234,8 @@ def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->s
 
 def _leak(l:dict, names:dict)->str:
     "One official-split model: its accuracy on all and on unleaked Test images, and what the difference allows."
-    head = f"{names[l['model']]} scores {100 * l['accuracy_official']:.1f} % on all {l['test_images']}"
+    who = names[l['model']] if l['model'] in MODELS else f"the {names[l['model']]}"   # 'the majority class'
+    head = f"{who} scores {100 * l['accuracy_official']:.1f} % on all {l['test_images']}"
     if l['inflation_points'] is None: return head + ' (every Test image has a near-copy in Train)'
     d, (lo, hi) = l['inflation_points'], l['inflation_ci95']
     effect = (f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) in favour of the official number' if lo > 0 else
@@ -287,13 +291,15 @@ def study_sentences(results:dict, limits:bool=True,
             span = f'{min(gaps.values())}' if len(set(gaps.values())) == 1 else f'{min(gaps.values())} to {max(gaps.values())}'
             its, it = ('their', 'they') if 1 < len(gaps) < len(fit) else ('its', 'it')
             why.append(f"{who} fit {its} training images {span} points better than new ones: much of what {it} learned does not carry over")
-        out.append(f"Why: at the last epoch, on about {max(f['train_images'] for f in fit.values())} training images a fold, "
+        out.append(f"Why: at the last epoch, on about {max(f['train_images'] for f in fit.values())} training images a fold "
+                   f"(each training part less the validation part carved from it), "
                    f"{told}." + (f" So {'; '.join(why)}." if why else ''))
     if leak := results.get('leak'):
         n, total = leak[0]['leaked_images'], leak[0]['test_images']
         out.append(f"Trained on the official Train split and tested on its Test split, where {n} of the {total} images "
                    f"{'has' if n == 1 else 'have'} a near-copy in Train: {'; '.join(_leak(l, names) for l in leak)}. The leaked "
-                   f"images need not have the classes of the rest, so part of any difference may be the classes, not the copies.")
+                   f"images need not have the classes of the rest, so part of any difference may be the classes, not the copies"
+                   + ("; the majority class, which looks at no image, shows what the classes alone give." if any(l['model'] == base for l in leak) else "."))
     if limits: out.append(results['limits'])
     return '\n\n'.join(out)
 
@@ -522,7 +528,7 @@ def folds_frame(results:dict, metric:str='accuracy')->pd.DataFrame:
 
 # %% ../nbs/60_study.ipynb #1268650c
 def leak_frame(results:dict)->pd.DataFrame:
-    "Each model trained on official Train: accuracy on all, leaked and unleaked official Test images, and what the leak adds."
+    "Each model trained on official Train, and its majority class: accuracy on all, leaked and unleaked official Test images, and their difference."
     leak = pd.DataFrame(results['leak'])
     return leak.assign(model=leak.model.map(results['names'])) if len(leak) else leak
 
