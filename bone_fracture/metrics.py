@@ -12,8 +12,8 @@ from sklearn import metrics as skm
 # %% auto #0
 __all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
            'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'cluster_bootstrap_ci', 'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded',
-           'leak_inflation']
+           'group_resamples', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
+           'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -160,6 +160,24 @@ def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabil
     boot = headline_from_confusion(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
     low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
     return pd.DataFrame({'value': headline_from_confusion(cms.sum(0)), 'low': low, 'high': high}, index=list(HEADLINE))
+
+# %% ../nbs/30_metrics.ipynb #a1ed40c0
+def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
+                    groups,              # audit group of each image: the unit that is resampled
+                    classes:list,        # class names, in column order
+                    n_resamples:int=2000,
+                    level:float=0.95,
+                    seed:int=0,
+                   )->pd.DataFrame:      # one row per class: value, low, high
+    "The F1 of every class with its percentile interval from resampling whole audit groups, as `cluster_bootstrap_ci` does."
+    probs = np.asarray(probs)
+    cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])
+    def f1(cm):   # per class, over the last two axes; 0 where a class is neither present nor predicted (as scikit-learn's zero_division=0)
+        tp, denom = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1) + cm.sum(-2)
+        return np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
+    boot = f1(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return pd.DataFrame({'value': f1(cms.sum(0)), 'low': low, 'high': high}, index=pd.Index(classes, name='class'))
 
 # %% ../nbs/30_metrics.ipynb #f3fc0e25
 def paired_cluster_bootstrap(y,                  # true class of each image

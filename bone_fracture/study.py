@@ -13,7 +13,7 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
-from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, holm, leak_inflation, \
+from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, per_class_table, reliability, rounded
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
@@ -158,7 +158,9 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
         scores[name] = {'images': len(y), 'classes_predicted': int(len(np.unique(probs.argmax(1)))),
                         'metrics': {k: rounded(v) for k, v in m.items()},
                         'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
-                        'per_class_f1': {c: rounded(v) for c, v in per_class_table(y, probs, classes).f1.items()}}
+                        'per_class_f1': {c: rounded(v) for c, v in per_class_table(y, probs, classes).f1.items()},
+                        'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in
+                                              per_class_f1_ci(y, probs, table.group.values, classes, n_resamples, seed=seed).iterrows()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
     tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, probs_of(table, a, classes).argmax(1), probs_of(table, b, classes).argmax(1),
@@ -369,13 +371,15 @@ def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:di
 
 # %% ../nbs/60_study.ipynb #64a2e558
 def plot_study_f1(results:dict):
-    "F1 of every class (columns) for each model and baseline (rows), out-of-fold."
+    "F1 of every class (columns) for each model and baseline (rows), out-of-fold, each with its 95 % cluster-bootstrap interval beneath."
     import matplotlib.pyplot as plt, seaborn as sns
     s, names = results['cross_validation']['scores'], results['names']
     df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
-    fig, ax = plt.subplots(figsize=(0.9 * df.shape[1] + 3, 0.5 * len(df) + 2))
-    sns.heatmap(df.astype(float), annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 7})
-    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold (point estimates, no intervals)"); ax.tick_params(axis='x', rotation=45)
+    ci = {names[m]: v.get('per_class_f1_ci95', {}) for m, v in s.items()}   # (results written before intervals: values alone)
+    text = [[f'{df.loc[r, c]:.2f}' + (f'\n[{ci[r][c][0]:.2f}, {ci[r][c][1]:.2f}]' if c in ci[r] else '') for c in df.columns] for r in df.index]
+    fig, ax = plt.subplots(figsize=(1.2 * df.shape[1] + 3, 0.75 * len(df) + 2))
+    sns.heatmap(df.astype(float), annot=np.array(text), fmt='', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 8})
+    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold, 95 % cluster CI beneath"); ax.tick_params(axis='x', rotation=45)
     fig.tight_layout()
     return fig
 
