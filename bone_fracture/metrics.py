@@ -11,9 +11,9 @@ from sklearn import metrics as skm
 
 # %% auto #0
 __all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
-           'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
-           'selection_bound', 'rounded', 'leak_inflation']
+           'class_f1', 'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
+           'group_resamples', 'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci',
+           'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -80,6 +80,14 @@ def expected_calibration_error(y,            # true class of each image
     t = reliability(y, probs, bins)
     return float((t.images * (t.accuracy - t.confidence).abs()).sum() / t.images.sum())
 
+# %% ../nbs/30_metrics.ipynb #8bb14967
+def class_f1(cm, # confusion matrix (rows true, columns predicted), or a stack of them (..., k, k)
+            )->np.ndarray: # (..., k): the F1 of each class of each matrix
+    "2·TP / (2·TP + FP + FN) of every class; 0 where a class is neither present nor predicted (scikit-learn's zero_division=0)."
+    cm = np.asarray(cm, dtype=float)
+    tp, denom = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1) + cm.sum(-2)
+    return np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
+
 # %% ../nbs/30_metrics.ipynb #b6ae8e27
 def headline_from_confusion(cm, # confusion matrix (rows true, columns predicted), or a stack of them (..., k, k)
                            )->np.ndarray: # (..., 4): the HEADLINE metrics of each matrix
@@ -88,9 +96,8 @@ def headline_from_confusion(cm, # confusion matrix (rows true, columns predicted
     tp, support, predicted = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1), cm.sum(-2)
     n, present = support.sum(-1), support > 0
     zeros = np.zeros(tp.shape)
-    precision = np.divide(tp, predicted, out=zeros.copy(), where=predicted > 0)
     recall = np.divide(tp, support, out=zeros.copy(), where=present)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=zeros.copy(), where=precision + recall > 0)
+    f1 = class_f1(cm)
     accuracy, chance = tp.sum(-1) / n, (support * predicted).sum(-1) / n ** 2
     kappa = np.divide(accuracy - chance, 1 - chance, out=np.zeros(np.shape(accuracy)), where=chance < 1)
     balanced = (recall * present).sum(-1) / present.sum(-1)
@@ -148,6 +155,17 @@ def group_resamples(n_groups:int, n_resamples:int=2000, seed:int=0)->np.ndarray:
     "How often each group is drawn in each cluster-bootstrap resample: (resamples, groups)."
     return np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_resamples)
 
+def confusion_bootstrap(y, probs, groups,    # true classes, predicted probabilities, audit group of each image
+                        stat,                 # confusion matrices (..., k, k) -> numbers (..., m): headline_from_confusion, class_f1
+                        n_resamples:int=2000, level:float=0.95, seed:int=0,
+                       )->tuple:              # (value, low, high), each of shape (m,)
+    "`stat` of the pooled confusion matrix and its percentile interval over resamples of whole groups, scored in one stack."
+    probs = np.asarray(probs)
+    cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])
+    boot = stat(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return stat(cms.sum(0)), low, high
+
 def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabilities
                          groups,              # audit group of each image: the unit that is resampled
                          n_resamples:int=2000,
@@ -155,11 +173,8 @@ def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabil
                          seed:int=0,
                         )->pd.DataFrame:      # one row per HEADLINE metric: value, low, high
     "Each headline metric with its percentile interval from resampling whole audit groups."
-    probs = np.asarray(probs)
-    cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])
-    boot = headline_from_confusion(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
-    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return pd.DataFrame({'value': headline_from_confusion(cms.sum(0)), 'low': low, 'high': high}, index=list(HEADLINE))
+    value, low, high = confusion_bootstrap(y, probs, groups, headline_from_confusion, n_resamples, level, seed)
+    return pd.DataFrame({'value': value, 'low': low, 'high': high}, index=list(HEADLINE))
 
 # %% ../nbs/30_metrics.ipynb #a1ed40c0
 def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
@@ -170,14 +185,8 @@ def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
                     seed:int=0,
                    )->pd.DataFrame:      # one row per class: value, low, high
     "The F1 of every class with its percentile interval from resampling whole audit groups, as `cluster_bootstrap_ci` does."
-    probs = np.asarray(probs)
-    cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])
-    def f1(cm):   # per class, over the last two axes; 0 where a class is neither present nor predicted (as scikit-learn's zero_division=0)
-        tp, denom = np.diagonal(cm, axis1=-2, axis2=-1), cm.sum(-1) + cm.sum(-2)
-        return np.divide(2 * tp, denom, out=np.zeros(denom.shape), where=denom > 0)
-    boot = f1(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
-    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return pd.DataFrame({'value': f1(cms.sum(0)), 'low': low, 'high': high}, index=pd.Index(classes, name='class'))
+    value, low, high = confusion_bootstrap(y, probs, groups, class_f1, n_resamples, level, seed)
+    return pd.DataFrame({'value': value, 'low': low, 'high': high}, index=pd.Index(classes, name='class'))
 
 # %% ../nbs/30_metrics.ipynb #f3fc0e25
 def paired_cluster_bootstrap(y,                  # true class of each image

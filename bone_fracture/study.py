@@ -14,7 +14,7 @@ import pandas as pd
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
-    paired_cluster_bootstrap, per_class_table, reliability, rounded
+    paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
 
 # %% auto #0
@@ -154,13 +154,12 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
     for name in prediction_sets(table):
         probs = probs_of(table, name, classes)
         ci = cluster_bootstrap_ci(y, probs, table.group.values, n_resamples, seed=seed)
-        m = classification_metrics(y, probs)
+        m, f1 = classification_metrics(y, probs), per_class_f1_ci(y, probs, table.group.values, classes, n_resamples, seed=seed)
         scores[name] = {'images': len(y), 'classes_predicted': int(len(np.unique(probs.argmax(1)))),
                         'metrics': {k: rounded(v) for k, v in m.items()},
                         'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
-                        'per_class_f1': {c: rounded(v) for c, v in per_class_table(y, probs, classes).f1.items()},
-                        'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in
-                                              per_class_f1_ci(y, probs, table.group.values, classes, n_resamples, seed=seed).iterrows()}}
+                        'per_class_f1': {c: rounded(r.value) for c, r in f1.iterrows()},
+                        'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
     tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, probs_of(table, a, classes).argmax(1), probs_of(table, b, classes).argmax(1),
@@ -184,16 +183,14 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
     "Each model's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
     classes = sorted(splits.label.unique())
     train_groups = set(splits.group[splits.official != 'test'])
-    out = []
+    scored = {}   # name -> (its Test images, its predicted class of each)
     for m in cfg.model_list:
         p = job_predictions(Run(runs_dir/Job(m, 'official').name), root)
-        t = splits.set_index('path').loc[p.path].reset_index()
-        right = p[classes].values.argmax(1) == t.label.map(classes.index).values
-        out.append({'model': m, **leak_inflation(right, t.group.isin(train_groups).values, t.group.values, n_resamples, seed=cfg.seed)})
-    prior = splits.label[splits.official != 'test'].value_counts().reindex(classes, fill_value=0).values
+        scored[m] = (splits.set_index('path').loc[p.path].reset_index(), p[classes].values.argmax(1))
     t = splits[splits.official == 'test']   # the majority class of official Train sees no image: its difference is the classes' mix alone
-    right = (t.label == classes[prior.argmax()]).values
-    return out + [{'model': BASELINES[0], **leak_inflation(right, t.group.isin(train_groups).values, t.group.values, n_resamples, seed=cfg.seed)}]
+    scored[BASELINES[0]] = (t, baseline_probs(splits.label[splits.official != 'test'], classes, len(t))[BASELINES[0]].argmax(1))
+    return [{'model': name, **leak_inflation(pred == t.label.map(classes.index).values, t.group.isin(train_groups).values, t.group.values,
+                                             n_resamples, seed=cfg.seed)} for name, (t, pred) in scored.items()]
 
 # %% ../nbs/60_study.ipynb #0e18b578
 ARCH_NAMES = {'custom': 'custom CNN', 'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
@@ -216,6 +213,8 @@ def _and(items)->str:
 
 def _cap(text:str)->str: return text[:1].upper() + text[1:]   # 'custom CNN ...' opening a sentence
 
+def _named(code:str, names:dict)->str: return names[code] if code in MODELS else f'the {names[code]}'   # 'the majority class'
+
 def _p(t:dict, resamples:int)->str:
     "A paired test's Holm-adjusted p-value; '≤' when the raw p-value is the bootstrap's smallest, 1/(resamples + 1)."
     p = t['p_holm']
@@ -225,7 +224,7 @@ def _p(t:dict, resamples:int)->str:
 def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->str:
     "How far `model` is ahead of the other side of the paired test `t`, with the interval, the p-value and what they allow."
     other, sign = (t['b'], 1) if t['a'] == model else (t['a'], -1)
-    other = names[other] if other in MODELS else f'the {names[other]}'   # 'the majority class'
+    other = _named(other, names)
     d, l, h = sign * t['difference'], *sorted((sign * t['low'], sign * t['high']))
     if l == h == 0: return f'It and {other} are right on the same number of images in every audit group: there is nothing to test.'
     lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
@@ -236,8 +235,7 @@ def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->s
 
 def _leak(l:dict, names:dict)->str:
     "One official-split model: its accuracy on all and on unleaked Test images, and what the difference allows."
-    who = names[l['model']] if l['model'] in MODELS else f"the {names[l['model']]}"   # 'the majority class'
-    head = f"{who} scores {100 * l['accuracy_official']:.1f} % on all {l['test_images']}"
+    head = f"{_named(l['model'], names)} scores {100 * l['accuracy_official']:.1f} % on all {l['test_images']}"
     if l['inflation_points'] is None: return head + ' (every Test image has a near-copy in Train)'
     d, (lo, hi) = l['inflation_points'], l['inflation_ci95']
     effect = (f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) in favour of the official number' if lo > 0 else
@@ -375,8 +373,8 @@ def plot_study_f1(results:dict):
     import matplotlib.pyplot as plt, seaborn as sns
     s, names = results['cross_validation']['scores'], results['names']
     df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
-    ci = {names[m]: v.get('per_class_f1_ci95', {}) for m, v in s.items()}   # (results written before intervals: values alone)
-    text = [[f'{df.loc[r, c]:.2f}' + (f'\n[{ci[r][c][0]:.2f}, {ci[r][c][1]:.2f}]' if c in ci[r] else '') for c in df.columns] for r in df.index]
+    ci = {names[m]: v['per_class_f1_ci95'] for m, v in s.items()}
+    text = [[f'{df.loc[r, c]:.2f}\n[{ci[r][c][0]:.2f}, {ci[r][c][1]:.2f}]' for c in df.columns] for r in df.index]
     fig, ax = plt.subplots(figsize=(1.2 * df.shape[1] + 3, 0.75 * len(df) + 2))
     sns.heatmap(df.astype(float), annot=np.array(text), fmt='', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 8})
     ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold, 95 % cluster CI beneath"); ax.tick_params(axis='x', rotation=45)
