@@ -142,7 +142,7 @@ def pipeline_table(sd:StudyData,             # the study's data: its training pa
     with tempfile.TemporaryDirectory() as tmp:
         folder = class_folder(paths, labels, sd.classes, Path(tmp)/'classes')
         for s in sizes:
-            makers = {PIPELINES[0]: lambda s=s: make_dataset(paths, labels, s, batch_size, shuffle=True),
+            makers = {PIPELINES[0]: lambda s=s: make_dataset(paths, labels, s, batch_size, shuffle=True)(0),
                       PIPELINES[1]: lambda s=s: keras.utils.image_dataset_from_directory(folder, image_size=(s, s), batch_size=batch_size, verbose=False),
                       PIPELINES[2]: lambda s=s: PythonBatches(paths, labels, s, batch_size)}
             for name, make in makers.items():
@@ -265,7 +265,7 @@ def phase1_timing(model:str='vgg16',     # 'vgg16' or 'resnet50'
     epochs = epochs or TrainConfig().epochs
     with precision_policy(precision) as policy:
         net = compile_model(build_model(TrainConfig(model=model, image_size=image_size, weights='none'), len(sd.classes)))  # backbone frozen
-        train, plain = sd.dataset('train', image_size, batch_size, shuffle=True), sd.dataset('train', image_size, batch_size)
+        train, plain = sd.dataset('train', image_size, batch_size, shuffle=True)(0), sd.dataset('train', image_size, batch_size)
         for ds in (train, plain):
             for _ in ds: pass                                              # decoded and cached: both ways start from the cache
         net.fit(_first_and_last(train), shuffle=False, verbose=0)

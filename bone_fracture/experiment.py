@@ -30,8 +30,8 @@ __all__ = ['ARCHITECTURES', 'DEMO_RECIPES', 'CPU_RECIPES', 'build_model', 'mirro
 # %% ../nbs/25_experiment.ipynb #b2dbd7c7
 ARCHITECTURES = {
     'custom':   lambda cfg, k: custom_cnn(k, cfg.image_size, augment=cfg.augment),
-    'vgg16':    lambda cfg, k: transfer_model('vgg16', k, cfg.image_size, cfg.weights),
-    'resnet50': lambda cfg, k: transfer_model('resnet50', k, cfg.image_size, cfg.weights),
+    'vgg16':    lambda cfg, k: transfer_model('vgg16', k, cfg.image_size, cfg.weights, head=cfg.head),
+    'resnet50': lambda cfg, k: transfer_model('resnet50', k, cfg.image_size, cfg.weights, head=cfg.head),
 }
 
 def build_model(cfg:TrainConfig, num_classes:int)->keras.Model:
@@ -57,14 +57,14 @@ def train_run(cfg:TrainConfig,   # what to train
         data = StudyData.from_splits(audit.root, audit.splits, cfg.split, cfg.seed)  # a split it cannot train on is refused here
         if run.finished: return run.start(cfg, audit.splits).info                   # (`start` checks the config and the split)
         start = time.perf_counter()
-        with seeded(cfg.seed, cfg.deterministic), precision_policy(cfg.precision) as policy:
+        with seeded(cfg.training_seed, cfg.deterministic), precision_policy(cfg.precision) as policy:
             strategy = mirrored() if cfg.strategy == 'mirrored' else tf.distribute.get_strategy()
             with strategy.scope():
                 model = build_model(cfg, len(data.classes))  # weights that cannot be loaded fail here, before anything is written
                 run.start(cfg, audit.splits)
                 if cfg.model == 'custom':
                     phase = run.phase('phase1')
-                    fit_config(model, data.dataset('train', cfg.image_size, cfg.batch_size, shuffle=True, seed=cfg.seed),
+                    fit_config(model, data.dataset('train', cfg.image_size, cfg.batch_size, shuffle=True, seed=cfg.training_seed),
                                data.dataset('val', cfg.image_size, cfg.batch_size), phase, cfg,
                                class_weight=data.class_weight(), verbose=verbose)
                     run.adopt(phase)
@@ -75,10 +75,12 @@ def train_run(cfg:TrainConfig,   # what to train
             if 'val_accuracy' not in kept:  # a phase finished by an older version, which did not record them
                 val = compile_model(run.model()).evaluate(data.dataset('val', cfg.image_size, cfg.batch_size), verbose=0, return_dict=True)
                 kept = {'val_accuracy': round(float(val['accuracy']), 4), 'val_loss': round(float(val['loss']), 4)}
-        return run.finish(config=asdict(cfg), classes=data.classes, precision=policy, strategy_devices=strategy.num_replicas_in_sync,
+        info = run.finish(config=asdict(cfg), classes=data.classes, precision=policy, strategy_devices=strategy.num_replicas_in_sync,
                           images={k: len(v) for k, v in data.parts.items()}, epochs=len(history), parameters=model.count_params(),
                           val_accuracy=kept['val_accuracy'], val_loss=kept['val_loss'],
                           seconds_this_session=round(time.perf_counter() - start, 1), versions=versions())
+    run.predictions(data=data)   # the test part's predictions, kept small beside the models: the evidence a study reads
+    return info
 
 # %% ../nbs/25_experiment.ipynb #52f680aa
 DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning

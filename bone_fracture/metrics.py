@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 # %% auto #0
 __all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
            'class_f1', 'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci',
+           'group_resamples', 'seed_resamples', 'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci',
            'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
@@ -155,16 +155,23 @@ def group_resamples(n_groups:int, n_resamples:int=2000, seed:int=0)->np.ndarray:
     "How often each group is drawn in each cluster-bootstrap resample: (resamples, groups)."
     return np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_resamples)
 
-def confusion_bootstrap(y, probs, groups,    # true classes, predicted probabilities, audit group of each image
+def seed_resamples(n_seeds:int, n_resamples:int=2000, seed:int=0, stream:int=1)->np.ndarray:
+    "The weight of each training seed in each resample: seeds drawn with replacement, weights summing to 1 (resamples, seeds)."
+    rng = np.random.default_rng([seed, stream])   # a stream apart from the groups' draws (and one per model in a paired test)
+    return rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_resamples) / n_seeds
+
+def confusion_bootstrap(y, probs, groups,    # true classes, predicted probabilities ((images, k), or (seeds, images, k)), audit groups
                         stat,                 # confusion matrices (..., k, k) -> numbers (..., m): headline_from_confusion, class_f1
                         n_resamples:int=2000, level:float=0.95, seed:int=0,
                        )->tuple:              # (value, low, high), each of shape (m,)
-    "`stat` of the pooled confusion matrix and its percentile interval over resamples of whole groups, scored in one stack."
+    "`stat` of the pooled confusion matrix (the mean over seeds) and its percentile interval over resamples of whole groups and of seeds."
     probs = np.asarray(probs)
-    cms = group_confusions(y, probs.argmax(1), groups, probs.shape[1])
-    boot = stat(np.einsum('rg,gij->rij', group_resamples(len(cms), n_resamples, seed), cms))
+    stacked = probs if probs.ndim == 3 else probs[None]
+    cms = np.stack([group_confusions(y, p.argmax(1), groups, p.shape[1]) for p in stacked])       # (seeds, groups, k, k)
+    boot = stat(np.einsum('rg,sgij->rsij', group_resamples(cms.shape[1], n_resamples, seed), cms))  # (resamples, seeds, m)
+    boot = np.einsum('rs,rsm->rm', seed_resamples(len(cms), n_resamples, seed), boot)
     low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
-    return stat(cms.sum(0)), low, high
+    return stat(cms.sum(1)).mean(0), low, high
 
 def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabilities
                          groups,              # audit group of each image: the unit that is resampled
@@ -190,19 +197,21 @@ def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
 
 # %% ../nbs/30_metrics.ipynb #f3fc0e25
 def paired_cluster_bootstrap(y,                  # true class of each image
-                             pred_a, pred_b,     # two models' predicted classes, on the same images
+                             pred_a, pred_b,     # two models' predicted classes on the same images: (images,) or (seeds, images)
                              groups,             # audit group of each image
                              n_resamples:int=2000,
                              level:float=0.95,
                              seed:int=0,
                             )->dict:             # difference, low, high, p_value
-    "Accuracy of a minus accuracy of b, with its cluster-bootstrap interval and a two-sided p-value."
+    "Accuracy of a minus accuracy of b (each the mean over its seeds), with its cluster-bootstrap interval (groups and seeds resampled) and a two-sided p-value."
     y, codes = np.asarray(y), pd.factorize(np.asarray(groups))[0]
-    per_group = lambda v: np.bincount(codes, weights=v.astype(float))
-    right_a, right_b, n = per_group(np.asarray(pred_a) == y), per_group(np.asarray(pred_b) == y), per_group(np.ones(len(y)))
+    per_group = lambda right: np.stack([np.bincount(codes, weights=r.astype(float), minlength=codes.max() + 1) for r in right])
+    right_a, right_b = per_group(np.atleast_2d(pred_a) == y), per_group(np.atleast_2d(pred_b) == y)   # (seeds, groups)
+    n = np.bincount(codes).astype(float)
     draws = group_resamples(len(n), n_resamples, seed)
-    diffs = (draws @ right_a - draws @ right_b) / (draws @ n)
-    diff = (right_a.sum() - right_b.sum()) / n.sum()
+    weigh = lambda right, stream: ((draws @ right.T) * seed_resamples(len(right), n_resamples, seed, stream)).sum(1)
+    diffs = (weigh(right_a, 2) - weigh(right_b, 3)) / (draws @ n)   # the same groups for both; each model's own seeds
+    diff = (right_a.sum(1).mean() - right_b.sum(1).mean()) / n.sum()
     low, high = np.percentile(diffs, [50 * (1 - level), 50 * (1 + level)])
     p = (1 + np.sum(np.abs(diffs - diff) >= abs(diff) - 1e-12)) / (n_resamples + 1)
     return {'difference': float(diff), 'low': float(low), 'high': float(high), 'p_value': float(min(1.0, p))}

@@ -17,7 +17,7 @@ from .audit import run_audit, split_parts
 from .data import DataError, open_image
 
 # %% auto #0
-__all__ = ['RESIZE_MODES', 'fit_square', 'load_image', 'make_dataset', 'StudyData', 'study_data']
+__all__ = ['RESIZE_MODES', 'fit_square', 'Shuffled', 'load_image', 'make_dataset', 'StudyData', 'study_data']
 
 # %% ../nbs/03_pipeline.ipynb #6f487230
 RESIZE_MODES = ('pad', 'stretch')
@@ -35,6 +35,20 @@ def fit_square(im:Image.Image,     # RGB image
     canvas.paste(im.resize((w, h), Image.BILINEAR), ((size - w) // 2, (size - h) // 2))
     return np.asarray(canvas)
 
+# %% ../nbs/03_pipeline.ipynb #8ef95e25
+@dataclass
+class Shuffled:
+    "Training batches whose order is set by the seed and the epoch alone: `shuffled(e)` is epoch `e`'s pipeline."
+    examples:tf.data.Dataset   # unbatched (image, label) pairs, cached: every epoch reads the same cache
+    size:int                   # how many pairs (the shuffle buffer holds them all)
+    batch_size:int
+    seed:int = 0
+
+    def __call__(self, epoch:int=0)->tf.data.Dataset:
+        "The batches of `epoch`: the same on every call, whichever epochs came before in this process."
+        order = self.examples.shuffle(self.size, seed=self.seed * 1_000_003 + epoch, reshuffle_each_iteration=False)
+        return order.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
+
 # %% ../nbs/03_pipeline.ipynb #e9c1e725
 def load_image(path:str|Path, size:int, resize:str='pad')->np.ndarray:
     "Decode one file into a `size` x `size` uint8 RGB array."
@@ -44,12 +58,12 @@ def make_dataset(paths,                  # image files
                  labels,                 # integer class of each file
                  image_size:int=128,     # side of the square images, px
                  batch_size:int=32,
-                 shuffle:bool=False,     # reshuffle every epoch (training)
+                 shuffle:bool=False,     # training: a `Shuffled`, one order per epoch
                  seed:int=0,             # shuffle seed
                  resize:str='pad',       # see fit_square
                  cache:str|Path|None='', # '' caches in memory, a path caches to that file, None not at all
-                )->tf.data.Dataset:      # batches of (uint8 images, int32 labels)
-    "A tf.data pipeline that decodes each image once, then caches, shuffles, batches and prefetches."
+                )->tf.data.Dataset|Shuffled: # batches of (uint8 images, int32 labels); with `shuffle`, a function of the epoch giving them
+    "A tf.data pipeline that decodes each image once, then caches, (shuffles,) batches and prefetches."
     paths, labels = [str(p) for p in paths], np.asarray(labels, dtype=np.int32)
     if len(paths) == 0: raise ValueError('no images to make a dataset from')
     if len(paths) != len(labels): raise ValueError(f'{len(paths)} paths but {len(labels)} labels')
@@ -59,7 +73,7 @@ def make_dataset(paths,                  # image files
         return tf.ensure_shape(img, (image_size, image_size, 3)), label
     ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(decode, num_parallel_calls=tf.data.AUTOTUNE)
     if cache is not None: ds = ds.cache(str(cache))
-    if shuffle: ds = ds.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    if shuffle: return Shuffled(ds, len(paths), batch_size, seed)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 # %% ../nbs/03_pipeline.ipynb #3f0e09d5
@@ -88,7 +102,7 @@ class StudyData:
         return cls(Path(root), classes, parts, split)
 
     def dataset(self, part:str, image_size:int=128, batch_size:int=32, shuffle:bool=False, seed:int=0):
-        "A tf.data pipeline over one part ('train', 'val' or 'test')."
+        "A tf.data pipeline over one part ('train', 'val' or 'test'); with `shuffle`, a `Shuffled` (one pipeline per epoch)."
         t = self.parts[part]
         return make_dataset([self.root/p for p in t.path], t.y, image_size, batch_size, shuffle=shuffle, seed=seed)
 

