@@ -70,12 +70,13 @@ def train(out:str='runs/custom',  # run directory; run again with the same one t
 def study(out:str='runs/study',      # the study folder: run again with the same one to resume
           preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
           only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
+          adopt:str='',              # an earlier study folder: its runs with the very same settings are taken, not retrained
           **config):                 # any field of StudyConfig, overriding the preset
     "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
     from bone_fracture.study import run_study, study_config
     cfg = study_config(preset, **config)
     import_tensorflow()
-    results = run_study(cfg, out, only=only or None)
+    results = run_study(cfg, out, only=only or None, adopt=adopt or None)
     if results: print(f"results: {out}/results.md; what they say: {out}/README.md")
     return results
 
@@ -134,17 +135,17 @@ def _add_option(p, name:str, d, preset:bool=False):
     "One flag from a documented parameter: `image_size` becomes `--image-size`; a bool gets `--x/--no-x`; a list without default is positional."
     anno = _TYPES.get(d.anno, d.anno)   # a dataclass's annotations stay strings under `from __future__ import annotations`
     kind = anno if anno in (int, float) else str
-    required, many, doc = d.default is inspect.Parameter.empty, anno is list, d.docment or ''
+    required, many, doc = d.default is inspect.Parameter.empty, anno is list, (d.docment or '').replace('%', '%%')  # argparse formats help with %
     if required and many: return p.add_argument(name, type=kind, nargs='+', help=doc)
     flag = '--' + name.replace('_', '-')
     default = None if required or preset else d.default
-    shown = ' (default: from the preset)' if preset else '' if required else f' (default: {d.default})'
+    shown = ' (default: from the preset)' if preset else '' if required else f' (default: {d.default})'.replace('%', '%%')
     if anno is bool: return p.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=default, help=doc + shown)
     p.add_argument(flag, dest=name, type=kind, nargs='+' if many else None, required=required, default=default, help=doc + shown)
 
 def _add_command(sub, func):
     "A sub-parser from `func`'s documented parameters (and the fields of `OPTIONS_FROM[func]` for its `**kwargs`)."
-    p = sub.add_parser(func.__name__, help=func.__doc__, description=func.__doc__)
+    p = sub.add_parser(func.__name__, help=func.__doc__.replace('%', '%%'), description=func.__doc__)
     for name, d in docments(func, full=True, returns=False, eval_str=True).items():
         if d.get('kind') is not inspect.Parameter.VAR_KEYWORD: _add_option(p, name, d)
     if func.__name__ in OPTIONS_FROM:

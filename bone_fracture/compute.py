@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_compute.ipynb #d9ad7360
 from __future__ import annotations
-import contextlib
+import contextlib, functools
 from pathlib import Path
 
 import keras
@@ -14,7 +14,8 @@ from tensorflow.python.framework import config as tf_config  # to restore op det
 from .runs import PRECISIONS, ConfigError
 
 # %% auto #0
-__all__ = ['cpu_has_bf16', 'has_gpu', 'resolve_precision', 'precision_policy', 'seeded', 'compile_model', 'build_state']
+__all__ = ['cpu_has_bf16', 'has_gpu', 'runs_bfloat16', 'resolve_precision', 'precision_policy', 'seeded', 'compile_model',
+           'build_state']
 
 # %% ../nbs/05_compute.ipynb #a7aec32f
 def cpu_has_bf16()->bool:
@@ -25,11 +26,22 @@ def cpu_has_bf16()->bool:
 
 def has_gpu()->bool: return bool(tf.config.list_physical_devices('GPU'))
 
+@functools.cache   # once a process: the answer does not change while it runs
+def runs_bfloat16()->bool:
+    "Whether TensorFlow can run a bfloat16 convolution here, forward and backward: a tiny probe, since oneDNN may be held to older instructions than the CPU's flags say."
+    try:
+        kernel = tf.Variable(tf.ones((3, 3, 3, 2), tf.bfloat16))
+        with tf.GradientTape() as tape: out = tf.reduce_sum(tf.nn.conv2d(tf.ones((1, 8, 8, 3), tf.bfloat16), kernel, 1, 'SAME'))
+        return bool(tf.reduce_all(tf.math.is_finite(tf.cast(tape.gradient(out, kernel), tf.float32))))
+    except (tf.errors.OpError, RuntimeError, ValueError): return False   # e.g. AbortedError: "could not create a primitive descriptor"
+
 def resolve_precision(precision:str='auto')->str:
     "The Keras dtype policy to train with: `precision`, or for 'auto' the fastest one this machine supports."
     if precision not in PRECISIONS: raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision == 'mixed_bfloat16' and not has_gpu() and not runs_bfloat16():
+        raise ConfigError("precision mixed_bfloat16: TensorFlow cannot run a bfloat16 convolution on this machine; use float32 or auto")
     if precision != 'auto': return precision
-    return 'mixed_float16' if has_gpu() else 'mixed_bfloat16' if cpu_has_bf16() else 'float32'
+    return 'mixed_float16' if has_gpu() else 'mixed_bfloat16' if cpu_has_bf16() and runs_bfloat16() else 'float32'
 
 @contextlib.contextmanager
 def precision_policy(precision:str='auto'):

