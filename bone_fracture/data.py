@@ -130,6 +130,8 @@ def open_image(path:Path)->tuple[Image.Image, list[str]]:
         msg = str(e).split('\n')[0]
         if 'cannot identify' in msg: raise BadImage('not an image (unrecognised file content)')
         raise BadImage(f'corrupt or truncated image: {msg}')
+    except Exception as e:   # any other decoder failure (a TypeError in a TIFF's tags, a MemoryError in JPEG 2000) is a skip too
+        raise BadImage(f"could not be decoded ({type(e).__name__}{': ' + str(e).splitlines()[0][:120] if str(e) else ''})")
     ext = path.suffix
     if ext.lower() not in IMAGE_EXTS: notes.append(f"{fmt} image with unusual extension '{ext}'")
     elif ext != ext.lower(): notes.append(f"upper-case extension '{ext}'")
@@ -137,7 +139,8 @@ def open_image(path:Path)->tuple[Image.Image, list[str]]:
         notes.append(f"{fmt} content with '{ext}' extension")
     if n_frames > 1: notes.append(f'first of {n_frames} frames used')
     if min(im.size) < MIN_SIDE: raise BadImage(f'too small ({im.width}x{im.height} px, under {MIN_SIDE} px)')
-    im = _to_rgb(im, notes)
+    try: im = _to_rgb(im, notes)
+    except Exception as e: raise BadImage(f"could not be converted to RGB ({type(e).__name__})")
     lo, hi = im.convert('L').getextrema()
     if lo == hi: raise BadImage(f'blank image (every pixel {lo})')
     return im, notes

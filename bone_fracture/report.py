@@ -23,10 +23,11 @@ from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_ca
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
 
 # %% auto #0
-__all__ = ['FIGURES', 'ReportError', 'run_test_images', 'images_per_second', 'Evaluation', 'evaluate_run', 'evaluation_record',
-           'paired_tests', 'seed_spread', 'leak_records', 'summarise', 'results_table', 'to_markdown',
-           'results_markdown', 'plot_metric_bars', 'plot_per_class_f1', 'main_test_set', 'shown_evaluations',
-           'plot_confusions', 'plot_gradcams', 'draw_figures', 'write_report', 'check_runs', 'evaluate_runs']
+__all__ = ['FIGURES', 'OWNED_ELSEWHERE', 'ReportError', 'run_test_images', 'images_per_second', 'Evaluation', 'evaluate_run',
+           'evaluation_record', 'paired_tests', 'seed_spread', 'leak_records', 'summarise', 'results_table',
+           'to_markdown', 'results_markdown', 'plot_metric_bars', 'plot_per_class_f1', 'main_test_set',
+           'shown_evaluations', 'plot_confusions', 'plot_gradcams', 'draw_figures', 'write_report', 'check_runs',
+           'check_report_folder', 'evaluate_runs']
 
 # %% ../nbs/32_report.ipynb #49086c00
 class ReportError(UserError):
@@ -312,6 +313,16 @@ def check_runs(runs:list)->list[Run]:
     return runs
 
 # %% ../nbs/32_report.ipynb #7f1a8244
+OWNED_ELSEWHERE = {'study.json': 'a study folder (its results are written by `bone_fracture study`)',
+                   'config.json': 'a run directory', 'summary.json': "an audit's folder"}
+
+def check_report_folder(out:Path):
+    "Refuse to write an evaluation into a folder another command owns (a study, a run, an audit): its results.json and figures would be replaced."
+    out = Path(out)
+    if out.exists() and not out.is_dir(): raise UserError(f'{out} is a file, not a folder')
+    if owner := next((what for name, what in OWNED_ELSEWHERE.items() if (out/name).exists()), None):
+        raise UserError(f'{out} is {owner}: write the evaluation into a folder of its own')
+
 def evaluate_runs(runs:list,             # run directories (or Run objects)
                   out:Path,              # folder for results.json, results.md and the figures
                   data=None,             # where the data is now, if not where the runs were trained
@@ -321,6 +332,7 @@ def evaluate_runs(runs:list,             # run directories (or Run objects)
                  )->dict:                # the results, as written to results.json
     "Score every run, write results.json, results.md and the figures to `out`; returns the results."
     runs = check_runs(runs)
+    check_report_folder(out)
     with locked(out):                    # a second evaluation into the same folder is refused
         evaluations = [e for r in runs for e in evaluate_run(r, data)]
         results = summarise(evaluations, n_resamples, seed)

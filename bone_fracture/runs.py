@@ -199,7 +199,8 @@ class Run:
     @property
     def split(self)->pd.DataFrame:
         "The audit's split table this run trained on."
-        return read_csv(self.path/self.SPLIT, dtype={'path': str, 'label': str})
+        return read_csv(self.path/self.SPLIT, dtype={'path': str, 'label': str}, keep_default_na=False,   # a class 'NA', a file 'nan.jpg'
+                        na_values={c: [''] for c in ('official', 'leakage_free', 'group', 'fold')})
     @property
     def history(self)->pd.DataFrame:
         "One row per finished epoch (both phases of a transfer model, numbered on, with a `phase` column)."
@@ -271,8 +272,11 @@ def start(self:Run, cfg:TrainConfig, splits:pd.DataFrame)->Run:
     "Record the config and the split of a new run, or check that an existing run has the very same ones."
     if self.path.exists() and not self.path.is_dir(): raise RunError(f'{self.path} is a file, not a run directory')
     if not self.started:
-        if (self.path/self.SPLIT).exists() or (self.path/self.HISTORY).exists() or self.phases:
+        if (self.path/self.HISTORY).exists() or self.phases:
             raise RunError(f'{self.path} holds files of a run it has no config for; choose an empty folder')
+        if self.path.is_dir() and (foreign := sorted(p.name for p in self.path.iterdir() if not p.name.startswith('.') and p.name != self.SPLIT)):
+            raise RunError(f"{self.path} holds other files ({', '.join(foreign[:3])}): a run is trained into an empty folder or its own")
+        # a splits.csv alone is this method's own, from a start killed before the config was written: written again
         atomic_write(self.path/self.SPLIT, splits.to_csv(index=False))   # the split first: the config marks the run as started
         atomic_write(self.path/self.CONFIG, json.dumps(asdict(cfg), indent=2) + '\n')
         return self

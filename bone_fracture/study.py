@@ -788,7 +788,7 @@ def adopt_runs(cfg:StudyConfig,       # this study
     "Take as this study's own every job that an earlier study trained with the very same settings: its run folder where it kept one, else its test predictions."
     earlier = Path(earlier)
     old, results = _earlier_study(earlier)
-    table = pd.read_csv(earlier/'predictions.csv', dtype={'path': str, 'label': str}) if (earlier/'predictions.csv').exists() else None
+    table = pd.read_csv(earlier/'predictions.csv', dtype={'path': str, 'label': str}, keep_default_na=False) if (earlier/'predictions.csv').exists() else None
     if table is not None and not set(table.path) <= set(splits.path): table = None   # another data set: its predictions say nothing here
     mine = splits.set_index('path').fold
     classes, done = sorted(splits.label.unique()), []
