@@ -237,6 +237,8 @@ def model(self:Run, name:str='best.keras'):
     import keras, bone_fracture.transfer  # the transfer module registers the preprocessing layer of VGG16/ResNet50
     path = self.path/name
     if not path.exists(): raise RunError(f'no trained model at {path}')
+    if not zipfile.is_zipfile(path):   # truncated or overwritten: Keras would say 'File not found' of a file that is there
+        raise RunError(f'{path} is not a readable Keras model: the file is damaged (not a whole .keras archive); train the run again')
     try: return keras.saving.load_model(path, safe_mode=True)
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
         raise RunError(f'{path} is not a readable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
