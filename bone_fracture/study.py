@@ -790,7 +790,6 @@ def adopt_runs(cfg:StudyConfig,       # this study
     old, results = _earlier_study(earlier)
     table = pd.read_csv(earlier/'predictions.csv', dtype={'path': str, 'label': str}, keep_default_na=False) if (earlier/'predictions.csv').exists() else None
     if table is not None and not set(table.path) <= set(splits.path): table = None   # another data set: its predictions say nothing here
-    mine = splits.set_index('path').fold
     classes, done = sorted(splits.label.unique()), []
     for job in study_jobs(cfg):
         run, source = Run(runs_dir/job.name), Run(earlier/'runs'/job.name)
@@ -811,14 +810,16 @@ def adopt_runs(cfg:StudyConfig,       # this study
         cols = next(([f'{w}: p({c})' for c in classes] for w in who if f'{w}: p({classes[0]})' in table), None)
         if cols is None: continue
         probs = table.set_index('path').loc[test.path, cols].to_numpy(dtype='float64')
-        run.start(t, splits)
+        made = Run(run.path.with_name(f'.tmp-{os.getpid()}-{job.name}'))   # built aside, then renamed: never a half-adopted run
+        made.start(t, splits)
         pred = test[['path', 'label']].assign(model=Run.MODEL)[['model', 'path', 'label']].reset_index(drop=True)
-        atomic_write(run.path/Run.PREDICTIONS, pd.concat([pred, pd.DataFrame(probs, columns=classes)], axis=1).to_csv(index=False, float_format='%.8g'))
+        atomic_write(made.path/Run.PREDICTIONS, pd.concat([pred, pd.DataFrame(probs, columns=classes)], axis=1).to_csv(index=False, float_format='%.8g'))
         fit = results.get('fit', {}).get(job.model, {})
-        run.finish(config=asdict(t), classes=classes, images={'test': len(test)}, epochs=t.epochs, parameters=fit.get('parameters'),
-                   adopted={'study': earlier.name, 'code': results.get('code', {}), 'kept': 'the test predictions only: no model file, no history',
-                            'last_epoch': {'accuracy': fit.get('train_accuracy'), 'val_accuracy': fit.get('val_accuracy'),
-                                           'train_images': fit.get('train_images'), 'of': "the earlier study's mean over folds"}})
+        made.finish(config=asdict(t), classes=classes, images={'test': len(test)}, epochs=t.epochs, parameters=fit.get('parameters'),
+                    adopted={'study': earlier.name, 'code': results.get('code', {}), 'kept': 'the test predictions only: no model file, no history',
+                             'last_epoch': {'accuracy': fit.get('train_accuracy'), 'val_accuracy': fit.get('val_accuracy'),
+                                            'train_images': fit.get('train_images'), 'of': "the earlier study's mean over folds"}})
+        os.replace(made.path, run.path)
         done.append(job.name)
     for m in dict.fromkeys(j.partition('-')[0] for j in done):
         log(f"adopted from {earlier}: {', '.join(j for j in done if j.startswith(m + '-'))}")
