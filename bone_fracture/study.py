@@ -371,7 +371,7 @@ def study_sentences(results:dict, limits:bool=True,
     if one := [names[m] for m in models if s[m].get('classes_predicted') == 1]:
         out.append(f"{_cap(_and(one))} gave one class to every image: {'it' if len(one) == 1 else 'they'} learned the class balance, not the X-rays.")
     if fit := results.get('fit'):
-        told = '; '.join(f"{names[m]}, with {f['parameters']:,} parameters, reached {100 * f['train_accuracy']:.1f} % on its augmented "
+        told = '; '.join(f"{names[m]}, with {f['parameters']:,} parameters, reached {100 * f['train_accuracy']:.1f} % on its "
                          f"training batches and {100 * acc(m):.1f} % on held-out X-rays" for m, f in fit.items())
         unfit = [names[m] for m, f in fit.items() if f['train_accuracy'] < 2 * acc(base)]
         why = [f"{_and(unfit)} did not fit even {'its' if len(unfit) == 1 else 'their'} training images within this budget"] if unfit else []
@@ -545,7 +545,7 @@ def study_limits(cfg:StudyConfig, adopted:dict|None=None)->str:
                "; ".join([f"{_and(display_name(m, cfg.weights) for m in cfg.model_list if cfg.seeds_of(m) == n)} "
                           f"{'was' if sum(cfg.seeds_of(m) == n for m in cfg.model_list) == 1 else 'were'} trained from {n} seed{'s' * (n > 1)} a fold"
                           for n in seeds]) + ", and the intervals resample the seeds as well as the images; with one seed, training's own variation is not counted, "
-               "and with three it is counted only roughly; the official split was trained from the first seed alone")
+               f"and with {max(seeds)} it is counted only roughly; the official split was trained from the first seed alone")
     return ("Where the evidence stops: the X-rays are web-sourced, with no patient identifiers, so near-copies were found by image "
             "similarity and file names rather than by patient, and two X-rays of one patient may still sit in different folds; "
             "some near-copies carry different labels, so the labels themselves are noisy; "
@@ -588,7 +588,7 @@ def study_budget(cfg:StudyConfig)->str:
                 f"{', pooled from the last three blocks' if t.head == 'last3' else ''}) {t.epochs} epochs on a {t.schedule} schedule "
                 f"at {t.lr:g}, batch {t.batch_size}"
                 + (f", phase 2 ({'the top block' if t.unfreeze == 1 else f'the top {t.unfreeze} blocks'} unfrozen) {t.fine_tune_epochs} "
-                   f"epochs at {t.fine_tune_lr:g}, the epoch kept by validation loss" if t.fine_tune_epochs and t.unfreeze else ''))
+                   f"epoch{'s' * (t.fine_tune_epochs != 1)} at {t.fine_tune_lr:g}, the epoch kept by validation loss" if t.fine_tune_epochs and t.unfreeze else ''))
     if sorted({cfg.seeds_of(m) for m in cfg.model_list}) != [1]:
         out += "; seeds a fold: " + ', '.join(f"{cfg.seeds_of(m)} for {display_name(m, cfg.weights)}" for m in cfg.model_list)
     return out
