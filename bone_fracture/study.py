@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .audit import run_audit
-from .data import DataError, UserError, atomic_write, locked
+from .data import DataError, UserError, atomic_write, get_data, locked
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
@@ -22,11 +22,11 @@ __all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 
            'job_predictions', 'baseline_probs', 'study_arms', 'seed_column', 'oof_table', 'prediction_sets',
            'seed_probs', 'probs_of', 'mean_metrics', 'score_table', 'fold_scores', 'leak_scores', 'display_name',
            'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
-           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'plot_study_gradcam', 'git_commit',
-           'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs',
-           'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame',
-           'leak_frame', 'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs',
-           'run_study']
+           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
+           'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary',
+           'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame',
+           'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights',
+           'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -485,32 +485,52 @@ def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     gone = f"; no history kept of {_and(m for m in histories if m not in kept)}" if len(kept) < len(histories) else ''
     return plot_curves(kept, f'fold 0, first seed: training part and the validation part carved from it (batch {cfg.batch_size}){gone}')
 
+def gradcam_shown(held_out:pd.DataFrame, n:int=4)->pd.DataFrame:
+    "The X-rays a study's Grad-CAM figure shows: the first held-out image of each of `n` classes spread over the sorted list (not the first few)."
+    labels = sorted(held_out.label.unique())
+    picked = labels[::max(1, len(labels) // n)][:n]
+    return held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
+
+def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|None:
+    "Grad-CAM of one model file of a run on the `shown` X-rays (layer, map grid, heatmaps, explained classes), kept in the run as gradcam-<file>.npz so that it outlives the model file; None if neither is there."
+    from bone_fracture.interpret import grad_cam, gradcam_layer
+    from bone_fracture.pipeline import load_image
+    kept = run.path/f'gradcam-{Path(file).stem}.npz'
+    if kept.exists():
+        with np.load(kept, allow_pickle=False) as z:
+            if z['paths'].tolist() == list(shown.path):
+                return {'layer': str(z['layer']), 'grid': tuple(int(v) for v in z['grid']), 'cams': z['cams'].astype('float32'), 'chosen': z['chosen']}
+    if not (run.path/file).exists(): return None
+    model = run.model(file)
+    layer = gradcam_layer(model)
+    cams, chosen = grad_cam(model, np.stack([load_image(Path(root)/p, size) for p in shown.path]), layer=layer)
+    out = {'layer': layer, 'grid': tuple(int(v) for v in model.get_layer(layer).output.shape[1:3]), 'cams': np.asarray(cams), 'chosen': np.asarray(chosen)}
+    atomic_write(kept, write=lambda p: np.savez_compressed(p, paths=np.array(list(shown.path)), layer=np.array(layer), grid=np.array(out['grid']),
+                                                          cams=out['cams'].astype('float16'), chosen=out['chosen']))
+    return out
+
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
     "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."
-    from bone_fracture.interpret import grad_cam, gradcam_layer, overlay
+    from bone_fracture.interpret import overlay
     from bone_fracture.pipeline import load_image
     from PIL import Image
     import matplotlib.pyplot as plt
     held_out = table[table.fold == 0]
     labels = sorted(held_out.label.unique())
-    picked = labels[::max(1, len(labels) // n)][:n]                       # classes spread over the list, not the first few
-    shown = held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
+    shown = gradcam_shown(held_out, n)
     arms = study_arms(cfg)
     sizes = {m: cfg.train_config(m, 'fold0').image_size for _, m, _ in arms}
-    decoded = {s: np.stack([load_image(Path(root)/p, s) for p in shown.path]) for s in set(sizes.values())}   # once a size, for every arm
-    images = decoded[max(decoded)]
+    images = np.stack([load_image(Path(root)/p, max(sizes.values())) for p in shown.path])
     fig, axes = plt.subplots(len(shown), len(arms) + 1, figsize=(2.6 * (len(arms) + 1), 2.6 * len(shown)), squeeze=False)
     for j, (arm, m, file) in enumerate(arms, 1):
-        run = Run(runs_dir/Job(m, 'fold0').name)
-        if not (run.path/file).exists():   # a study kept without its models: said in the column, not a failure
+        found = ((s, g) for s in range(cfg.seeds_of(m)) if (g := run_gradcam(Run(runs_dir/Job(m, 'fold0', s).name), file, shown, root, sizes[m])))
+        seed, g = next(found, (None, None))   # the first seed whose model file, or its kept Grad-CAM, is there
+        if g is None:                         # a study kept without its models: said in the column, not a failure
             for row in range(len(shown)): axes[row, j].axis('off')
             axes[0, j].set_title(f"{names[arm]}\n(model file not kept)", fontsize=8); continue
-        model = run.model(file)
-        layer = gradcam_layer(model)
-        cams, chosen = grad_cam(model, decoded[sizes[m]], layer=layer)
-        for row, (image, cam, c) in enumerate(zip(images, cams, chosen)):
+        for row, (image, cam, c) in enumerate(zip(images, g['cams'], g['chosen'])):
             if cam.shape[:2] != image.shape[:2]: cam = np.asarray(Image.fromarray(cam.astype('float32')).resize(image.shape[:2][::-1], Image.BILINEAR))
-            head = f"{names[arm]}\nmap of {layer}, {'×'.join(map(str, model.get_layer(layer).output.shape[1:3]))}\n" if row == 0 else ''
+            head = (f"{names[arm]}{f', seed {seed + 1}' if seed else ''}\nmap of {g['layer']}, {'×'.join(map(str, g['grid']))}\n" if row == 0 else '')
             overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
     for row, (image, label) in enumerate(zip(images, shown.label)):
         axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
@@ -569,6 +589,10 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
         seed = f', seed {job.seed + 1}/{cfg.seeds_of(job.model)}' if cfg.seeds_of(job.model) > 1 else ''
         log(f'[{i}/{len(jobs)}] {job.model} {where}{seed}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
         train_run(cfg.train_config(job.model, job.split, job.seed), runs_dir/job.name, verbose=verbose)
+        if job.split == 'fold0':   # the Grad-CAM figure's maps, kept in the run while its model files are still on this machine
+            run, t = Run(runs_dir/job.name), cfg.train_config(job.model, job.split, job.seed)
+            for _, m, file in [a for a in study_arms(cfg) if a[1] == job.model]:
+                run_gradcam(run, file, gradcam_shown(run.split[run.split.fold == 0]), get_data(t.data, seed=t.seed)[0], t.image_size)
 
 # %% ../nbs/60_study.ipynb #dd58d0d0
 def study_budget(cfg:StudyConfig)->str:
