@@ -4,7 +4,7 @@
 
 # %% ../nbs/25_experiment.ipynb #273c9fbe
 from __future__ import annotations
-import hashlib, json, shutil, time
+import hashlib, json, os, shutil, time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,6 +56,7 @@ def train_run(cfg:TrainConfig,   # what to train
         audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
         data = StudyData.from_splits(audit.root, audit.splits, cfg.split, cfg.seed)  # a split it cannot train on is refused here
         if run.finished: return run.start(cfg, audit.splits).info                   # (`start` checks the config and the split)
+        cfg.check_fits()                                                            # a batch this machine cannot hold fails now
         start = time.perf_counter()
         with seeded(cfg.training_seed, cfg.deterministic), precision_policy(cfg.precision) as policy:
             strategy = mirrored() if cfg.strategy == 'mirrored' else tf.distribute.get_strategy()
@@ -99,9 +100,12 @@ def prune_demo_runs(version:str|None=None)->list[str]:
     version, removed = version or code_version(), []
     for old in sorted((cache_dir()/'runs').glob('*')):
         if not old.is_dir() or old.name.split('-')[-2:-1] == [version]: continue
+        trash = old.with_name(f'.trash-{os.getpid()}-{old.name}')
         try:
-            with Run(old).lock(): shutil.rmtree(old)
+            with Run(old).lock(): os.rename(old, trash)   # one process wins the rename; the lock file goes with the folder
         except UserError: continue                 # another process is using it
+        except FileNotFoundError: continue         # another process pruned it first
+        shutil.rmtree(trash, ignore_errors=True)
         removed.append(old.name)
     return removed
 

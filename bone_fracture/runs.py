@@ -121,11 +121,14 @@ class TrainConfig:
                                 ('init_seed', -1, 2**31 - 1)): _check_number(name, getattr(self, name), low, int, high=high)
         for name in ('lr', 'fine_tune_lr'): _check_number(name, getattr(self, name), 0, float, low_open=True, high=10)
         _check_number('augment', self.augment, 0, float, high=5)   # at 5, zoom is ±50 % and contrast ±100 %: Keras' limits
+        if self.model != 'custom': weights_arg(self.weights)  # a missing weights file fails now, not after the audit
+
+    def check_fits(self):
+        "Refuse, before training, a batch that this machine's memory cannot hold (a finished run from a bigger machine is still read)."
         need = self.batch_size * self.image_size**2 * 64 * 4     # one float32 activation of a first 64-filter convolution
         if need > memory_bytes() / 4:
             raise ConfigError(f"batch_size {self.batch_size} at {self.image_size} px needs {need / 2**30:.3g} GiB for one activation of the first "
                               f"convolution, more than a quarter of this machine's {memory_bytes() / 2**30:.0f} GiB: use a smaller batch or image size")
-        if self.model != 'custom': weights_arg(self.weights)  # a missing weights file fails now, not after the audit
 
     @classmethod
     def load(cls, path:Path)->TrainConfig:
