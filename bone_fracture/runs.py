@@ -174,6 +174,7 @@ def code_version()->str:
 class Run:
     "A run directory: the one owner of its config.json, splits.csv, history.csv, run.json and model files."
     CONFIG, SPLIT, HISTORY, INFO, MODEL, PREDICTIONS = 'config.json', 'splits.csv', 'history.csv', 'run.json', 'best.keras', 'predictions.csv'
+    FROZEN = 'frozen.keras'   # a pretrained run's phase-1 model: the frozen backbone with its trained head (the linear probe)
 
     def __init__(self, path:Path): self.path = Path(path)
     def __repr__(self): return f'Run({self.path.name!r})'
@@ -262,7 +263,7 @@ def predictions(self:Run, root=None, data=None)->pd.DataFrame:
     if not self.finished: raise RunError(f'{self.path} is not a finished run (no {self.INFO}): train it to the end first')
     data = data or self.data(root)
     tables = []
-    for name in [n for n in (self.MODEL, 'frozen.keras') if (self.path/n).exists()]:
+    for name in [n for n in (self.MODEL, self.FROZEN) if (self.path/n).exists()]:
         _, probs, classes = self.predict('test', name=name, data=data)
         t = data.parts['test'][['path', 'label']].assign(model=name)
         tables.append(pd.concat([t, pd.DataFrame(probs.astype('float64'), columns=classes)], axis=1))

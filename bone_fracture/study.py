@@ -166,7 +166,7 @@ def study_arms(cfg:StudyConfig)->list[tuple[str, str, str]]:
     for m in cfg.model_list:
         t = cfg.train_config(m, 'fold0')
         if t.model != 'custom' and weights_arg(t.weights) is not None and t.fine_tune_epochs > 0 and t.unfreeze > 0:
-            arms += [(f'{m}:frozen', m, 'frozen.keras'), (f'{m}:fine-tuned', m, 'best.keras')]
+            arms += [(f'{m}:frozen', m, Run.FROZEN), (f'{m}:fine-tuned', m, Run.MODEL)]
         else: arms.append((m, m, 'best.keras'))
     return arms
 
@@ -629,7 +629,7 @@ def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
     out = {}
     for arm, m, file in study_arms(cfg):
         runs = [Run(runs_dir/Job(m, f'fold{k}', s).name) for k in range(cfg.folds) for s in range(cfg.seeds_of(m))]
-        last = pd.DataFrame([last_epoch(r, frozen=file == 'frozen.keras') for r in runs])
+        last = pd.DataFrame([last_epoch(r, frozen=file == Run.FROZEN) for r in runs])
         out[arm] = {'parameters': int(runs[0].info.get('parameters') or runs[0].model().count_params()),  # (older runs did not record it)
                     'train_images': int(round(last.train_images.mean())),
                     'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}

@@ -157,7 +157,7 @@ def train_everything(model:keras.Model)->keras.Model:
     return model
 
 # %% ../nbs/22_transfer.ipynb #092daa56
-FROZEN = 'frozen.keras'   # a pretrained run's phase-1 model: the frozen backbone with its trained head (the linear probe)
+FROZEN = Run.FROZEN   # a pretrained run's phase-1 model: the frozen backbone with its trained head (the linear probe)
 
 def fit_transfer(model:keras.Model,  # from transfer_model
                  data:StudyData,     # the split to train on
