@@ -17,10 +17,10 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from sklearn.model_selection import StratifiedGroupKFold
 
-from .data import DataError, atomic_write, cache_dir, get_data, locked, scan_files, audit_files
+from .data import SPLITS, DataError, atomic_write, cache_dir, fold_of, get_data, locked, scan_files, audit_files
 
 # %% auto #0
-__all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'SPLITS', 'CV_FOLDS',
+__all__ = ['THUMB', 'HASH_SIZE', 'NEAR_DUP_BITS', 'MIN_CORRELATION', 'CANDIDATE_CORRELATION', 'WINDOWS', 'CV_FOLDS',
            'AUDIT_FILES', 'source_name', 'distinctive', 'trim_borders', 'normalise', 'dihedral', 'fingerprint',
            'hash_distances', 'highpass', 'window_vector', 'crop_correlations', 'refined_correlation', 'near_duplicates',
            'duplicate_groups', 'group_holdout', 'leakage_free_split', 'cv_folds', 'split_parts', 'leaked', 'leak_table',
@@ -231,7 +231,6 @@ def leakage_free_split(labels, # class of each image
     return split
 
 # %% ../nbs/02_audit.ipynb #a97a893a
-SPLITS = ('leakage_free', 'official')  # the named splits; 'fold0' .. 'fold{k-1}' are the cross-validation folds
 CV_FOLDS = 5                           # folds of the study's cross-validation
 
 def cv_folds(labels,         # class of each image
@@ -260,8 +259,8 @@ def split_parts(splits:pd.DataFrame,       # the audit's table: path, label, off
     "The train / val / test part of every image in `split`, validation carved out by group where needed."
     if split == 'leakage_free': return splits.leakage_free.values.astype(object)
     if split == 'official': part = splits.official.values.astype(object).copy()
-    elif re.fullmatch(r'fold\d+', split) and 'fold' in splits and int(split[4:]) in set(splits.fold) - {-1}:
-        part = np.where(splits.fold.values == int(split[4:]), 'test', 'train').astype(object)
+    elif (k := fold_of(split)) is not None and 'fold' in splits and k in set(splits.fold) - {-1}:
+        part = np.where(splits.fold.values == k, 'test', 'train').astype(object)
     else:
         folds = [f'fold{k}' for k in sorted(set(splits.fold) - {-1})] if 'fold' in splits else []
         raise DataError(f"split must be one of {list(SPLITS) + folds}, not {split!r}")

@@ -86,7 +86,7 @@ def class_folder(paths,        # image files
                  labels,       # class number of each
                  classes,      # class names, by number
                  dest:Path,    # new folder to create
-                )->Path:       # `dest`
+                )->Path:       # dest
     "A folder of the layout `image_dataset_from_directory` reads (one sub-folder per class) holding links to `paths`."
     dest = Path(dest)
     for k, (p, y) in enumerate(zip(paths, labels)):
@@ -229,10 +229,10 @@ def model_throughput(model:str='vgg16',        # 'custom', 'vgg16' or 'resnet50'
 # %% ../nbs/50_benchmark.ipynb #7ad72acd
 def model_table(models=MODELS,               # architectures
                 sizes=(64, 128, 224),        # image sizes, px
-                precisions=None,             # Keras dtype policies (None: `bench_precisions()`)
+                precisions=None,             # Keras dtype policies (None: bench_precisions())
                 xla=None,                    # XLA settings timed (None: off and on on a GPU, off on a CPU)
                 batch_size:int=32, steps:int=1, repeats:int=5, warmup:int=1,
-                matmul_n:int|None=None,      # side of the peak's matrices (see `matmul_peak`)
+                matmul_n:int|None=None,      # side of the peak's matrices (see matmul_peak)
                )->pd.DataFrame:              # one row per model, precision, XLA setting and size
     "Images/s of each model, the GFLOP/s they achieve, and their fraction of the matmul peak of the same precision."
     rows = []
@@ -253,11 +253,11 @@ def _first_and_last(ds:tf.data.Dataset)->tf.data.Dataset:
     return ds.take(1).concatenate(ds.skip(len(ds) - 1))
 
 def phase1_timing(model:str='vgg16',     # 'vgg16' or 'resnet50'
-                  data='demo',           # a folder, 'demo', 'kaggle', or a `StudyData`
+                  data='demo',           # a folder, 'demo', 'kaggle', or a StudyData
                   image_size:int=224,
                   batch_size:int=32,
                   repeats:int=3,
-                  epochs:int|None=None,  # phase-1 epochs of the totals (None: `TrainConfig`'s default)
+                  epochs:int|None=None,  # phase-1 epochs of the totals (None: TrainConfig's default)
                   precision:str='auto',
                  )->dict:                # seconds, and the ratios of the two ways
     "Phase 1 on images against on cached features: an epoch on images, extracting the features once, an epoch on them, and the totals."
@@ -336,7 +336,7 @@ def audit_cost(n_images:int,      # synthetic images to audit
 def growth(n,        # sizes
            y,        # a cost at each size
            at=(),    # sizes to extrapolate the fit to
-          )->dict:   # exponent k of y ~ n^k; a and b of y = a n + b n^2; the fit at `at`
+          )->dict:   # exponent k of y ~ n^k; a and b of y = a n + b n^2; the fit at at
     "How `y` grows with `n`: the log-log slope, and y = a n + b n^2 fitted with a, b >= 0, extrapolated to `at`."
     n, y = np.asarray(n, float), np.asarray(y, float)
     keep = np.isfinite(y) & (y > 0)
@@ -345,9 +345,9 @@ def growth(n,        # sizes
     return {'exponent': k, 'a': float(a), 'b': float(b), 'at': {int(m): float(a * m + b * m * m) for m in at}}
 
 # %% ../nbs/50_benchmark.ipynb #013c898a
-def reach(g:dict,        # from `growth`
+def reach(g:dict,        # from growth
           limit:float,   # a cost
-         )->float:       # the size at which the fitted a n + b n^2 reaches `limit`
+         )->float:       # the size at which the fitted a n + b n^2 reaches limit
     "The size at which the cost fitted by `growth` reaches `limit`."
     a, b = g['a'], g['b']
     if b == 0: return limit / a if a else math.inf
@@ -356,7 +356,7 @@ def reach(g:dict,        # from `growth`
 # %% ../nbs/50_benchmark.ipynb #eccbafca
 PAIR_BYTES = 20   # bytes per pair of images in stage 1's n x n tables at their peak, counted from `near_duplicates`
 
-def audit_growth(costs:pd.DataFrame,   # `audit_cost` rows, indexed by images
+def audit_growth(costs:pd.DataFrame,   # audit_cost rows, indexed by images
                  at=(40_000,),         # sizes to extrapolate to (MURA holds about 40,000 radiographs)
                 )->dict:
     "How the audit's time, memory and share of candidate pairs grow, and where they reach an hour and this machine's memory."
@@ -370,7 +370,7 @@ def audit_growth(costs:pd.DataFrame,   # `audit_cost` rows, indexed by images
             'images in an hour': reach(time_g, 3600), 'machine memory (MB)': ram, 'images filling memory': reach(tables, ram)}
 
 # %% ../nbs/50_benchmark.ipynb #b1e5a530
-def epoch_seconds(models:pd.DataFrame,  # from `model_table`
+def epoch_seconds(models:pd.DataFrame,  # from model_table
                   n_images:int,         # images in an epoch
                  )->pd.DataFrame:       # seconds by size, and their exponent
     "Seconds of a training epoch of `n_images` at each image size, and how they grow with the size."
@@ -379,12 +379,12 @@ def epoch_seconds(models:pd.DataFrame,  # from `model_table`
 
 # %% ../nbs/50_benchmark.ipynb #857d84d3
 def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50' (random weights, all trainable)
-                       build:bool=True,        # create optimizer and metric variables first (`build_state`)
+                       build:bool=True,        # create optimizer and metric variables first (build_state)
                        image_size:int=48,
                        batch_size:int=16,
                        precision:str='auto',
                        num_classes:int=5,
-                      )->float:                # seconds of the first `fit` step, tracing included
+                      )->float:                # seconds of the first fit step, tracing included
     "Seconds of a model's first training step (tracing it), with or without `build_state` before it."
     with precision_policy(precision):
         net = _random_weights_model(model, image_size, num_classes)
@@ -560,7 +560,7 @@ def plot(self:Bench):
 # %% ../nbs/50_benchmark.ipynb #7bdc8563
 def run_bench(data='demo',        # images of the pipeline and phase-1 measurements: a folder, 'demo' or 'kaggle'
               out='bench',        # folder to write bench.json, bench.md and bench.png into
-              quick:bool=False,   # `QUICK`: tiny sizes, single repeats, to check that everything runs
+              quick:bool=False,   # QUICK: tiny sizes, single repeats, to check that everything runs
               log=print,          # where each stage is announced, as [2/5] and what it measures
              )->dict:             # what bench.json holds
     "Run every benchmark of the plan and write bench.json, bench.md and bench.png into `out`."

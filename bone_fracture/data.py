@@ -13,9 +13,10 @@ from fastcore.parallel import parallel
 from PIL import Image, ImageOps
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'UserError', 'DataError',
-           'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage', 'open_image',
-           'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write', 'same_file', 'locked']
+__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'SPLITS', 'UserError',
+           'DataError', 'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage',
+           'open_image', 'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write',
+           'same_file', 'locked', 'fold_of']
 
 # %% ../nbs/01_data.ipynb #5c150b4e
 class UserError(Exception):
@@ -252,3 +253,10 @@ def locked(folder:Path,        # the folder to hold
                 (folder/'.lock').unlink()
                 with contextlib.suppress(OSError): folder.rmdir()     # unless a waiter has just come in
             fcntl.flock(f, fcntl.LOCK_UN)
+
+# %% ../nbs/01_data.ipynb #905b1870
+SPLITS = ('leakage_free', 'official')  # the named splits; 'fold0' .. 'fold{k-1}' are the cross-validation folds
+
+def fold_of(split)->int|None:
+    "The number of a cross-validation fold named 'fold<k>' (k a whole number), else None."
+    return int(split[4:]) if isinstance(split, str) and split[:4] == 'fold' and split[4:].isdigit() else None

@@ -49,11 +49,12 @@ def train_run(cfg:TrainConfig,   # what to train
               out:Path,          # the run directory: new, or a run of the same config to resume
               verbose='auto',    # Keras' progress display
               wait:bool=False,   # wait for another process training the same run, instead of refusing
+              audit=None,        # the audit of cfg's data, seed and folds, if the caller ran it (a study does, once); None: audited here
              )->dict:            # the run's summary (run.json)
     "Train the model `cfg` describes into run directory `out`, resuming it if it exists."
     run = Run(out)
     with run.lock(wait):
-        audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
+        audit = audit or run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
         data = StudyData.from_splits(audit.root, audit.splits, cfg.split, cfg.seed)  # a split it cannot train on is refused here
         if run.finished: return run.start(cfg, audit.splits).info                   # (`start` checks the config and the split)
         cfg.check_fits()                                                            # a batch this machine cannot hold fails now

@@ -4,28 +4,40 @@
 
 # %% ../nbs/31_interpret.ipynb #1687f9ea
 from __future__ import annotations
-import keras
+import functools, math
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import tensorflow as tf
 from sklearn.metrics import confusion_matrix
 
 from .data import UserError
 from .metrics import expected_calibration_error, reliability
 
 # %% auto #0
-__all__ = ['plot_curves', 'plot_confusion', 'plot_reliability', 'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam',
-           'overlay', 'pick_gradcam_images', 'plot_gradcam']
+__all__ = ['COLUMN_WIDTH', 'REPORT_STYLE', 'report_style', 'plot_curves', 'plot_confusion', 'plot_reliability', 'GradCamError',
+           'last_conv_layer', 'gradcam_layer', 'grad_cam', 'overlay', 'pick_gradcam_images', 'plot_gradcam']
+
+# %% ../nbs/31_interpret.ipynb #915e0c2e
+COLUMN_WIDTH = 7.0   # inches: at 100 dpi, the site's text column
+REPORT_STYLE = {'font.size': 12, 'axes.titlesize': 12, 'axes.labelsize': 12, 'xtick.labelsize': 11, 'ytick.labelsize': 11,
+                'legend.fontsize': 11, 'legend.title_fontsize': 11, 'figure.titlesize': 12, 'savefig.dpi': 100}
+
+def report_style(plot):
+    "Decorate a plotting function so that it draws in `REPORT_STYLE`."
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        with plt.rc_context(REPORT_STYLE): return plot(*args, **kwargs)
+    return draw
 
 # %% ../nbs/31_interpret.ipynb #a9523e93
+@report_style
 def plot_curves(histories:dict, # run name -> its history (Run.history): one row per epoch, with loss, accuracy and their val_ columns
                 title:str='',   # above both panels
                ):
-    "Loss and accuracy per epoch of several runs: the validation part solid, the training part dashed; loss on a log scale."
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    "Loss (above, log scale) and accuracy (below) per epoch of several runs, a column wide: the validation part solid, the training part dashed."
+    fig, axes = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 7), sharex=True)
     colours = plt.rcParams['axes.prop_cycle'].by_key()['color']
     for (name, h), colour in zip(histories.items(), colours * (len(histories) // len(colours) + 1)):
         epochs, marker = np.arange(1, len(h) + 1), 'o' if len(h) <= 20 else None   # a short run's points stay visible
@@ -36,12 +48,13 @@ def plot_curves(histories:dict, # run name -> its history (Run.history): one row
     axes[0].yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))   # ticks at 0.5, 1, 2, 5, written as numbers
     axes[0].yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}')); axes[0].yaxis.set_minor_formatter(NullFormatter())
     for ax, k in zip(axes, ('loss (log scale)', 'accuracy')):
-        ax.set(xlabel='epoch', title=f'{k}: validation solid, training dashed')
+        ax.set(ylabel=k, title=f'{k.split(" ")[0]}: validation solid, training dashed')
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.5, max(map(len, histories.values())) + 0.5)   # whole epochs, even for a run of one
-    axes[1].legend(fontsize=7)
+    axes[1].set_xlabel('epoch')
+    fig.legend(*axes[1].get_legend_handles_labels(), loc='lower center', ncol=2, frameon=False)
     if title: fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, (0.3 * math.ceil(len(histories) / 2) + 0.3) / fig.get_figheight(), 1, 1))   # the legend beneath, over no curve
     return fig
 
 # %% ../nbs/31_interpret.ipynb #6bebfef7
@@ -51,12 +64,13 @@ def plot_confusion(y,                    # true class of each image
                    normalize:bool=False, # divide each row by its images: the diagonal is each class's recall
                    ax=None,              # axes to draw on (default: a new figure)
                    title:str='',
+                   size:float=10,        # points, of the numbers in the cells
                   ):
     "Confusion matrix heatmap: rows true classes, columns predicted."
     cm = confusion_matrix(y, pred, labels=np.arange(len(classes)), normalize='true' if normalize else None)
     ax = ax or plt.subplots(figsize=(6, 5))[1]
     sns.heatmap(cm, annot=True, fmt='.2f' if normalize else '.0f', cmap='Blues', cbar=False, square=True,
-                xticklabels=classes, yticklabels=classes, ax=ax, vmin=0, vmax=1 if normalize else None, annot_kws={'size': 7})
+                xticklabels=classes, yticklabels=classes, ax=ax, vmin=0, vmax=1 if normalize else None, annot_kws={'size': size})
     ax.set(xlabel='predicted', ylabel='true', title=title or ('row-normalised' if normalize else 'counts'))
     return ax
 
@@ -82,6 +96,7 @@ class GradCamError(UserError):
 # %% ../nbs/31_interpret.ipynb #363e9c77
 def last_conv_layer(model:keras.Model)->str:
     "Name of the last layer with a spatial (4-D) output that is not pooling or dropout: where Grad-CAM looks."
+    import keras
     skip = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout)
     for layer in reversed(model.layers):
         output = getattr(layer, 'output', None)
@@ -90,6 +105,7 @@ def last_conv_layer(model:keras.Model)->str:
 
 def gradcam_layer(model:keras.Model, min_size:int=8)->str:
     "The last spatial layer whose map is at least `min_size` px a side (else the largest): small inputs give 2x2 blobs at the top."
+    import keras
     skip = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D, keras.layers.Dropout)
     spatial = [l for l in model.layers if getattr(l, 'output', None) is not None and len(l.output.shape) == 4
                and not isinstance(l, skip) and l.name not in ('image', 'to_float', 'scale', 'preprocess') and not l.name.startswith('augment')]
@@ -104,6 +120,7 @@ def grad_cam(model:keras.Model,
              layer:str|None=None,   # default: last_conv_layer(model)
             )->tuple[np.ndarray, np.ndarray]: # heatmaps (n, size, size) in [0, 1], and the explained classes
     "Grad-CAM heatmaps of `model` for `images`, upsampled to the image size."
+    import keras, tensorflow as tf   # here, not at the top: the figures of this chapter draw without TensorFlow
     layer = layer or last_conv_layer(model)
     cam_model = keras.Model(model.inputs, [model.get_layer(layer).output, model.outputs[0]])
     x = tf.convert_to_tensor(np.asarray(images))

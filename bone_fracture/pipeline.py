@@ -13,7 +13,6 @@ import tensorflow as tf
 from PIL import Image
 from sklearn.utils.class_weight import compute_class_weight
 
-from .audit import run_audit, split_parts
 from .data import DataError, open_image
 
 # %% auto #0
@@ -89,13 +88,14 @@ class StudyData:
                     seed:int=0,                  # seed of the validation carve-out
                    )->StudyData:
         "The parts of `split` in `splits`, with classes numbered in sorted order."
+        from bone_fracture.audit import split_parts   # here: reading images (prediction) needs no audit
         classes = sorted(splits.label.unique())
         t = splits.assign(part=split_parts(splits, split, seed), y=splits.label.map(classes.index))
         parts = {k: t[t.part == k][['path', 'label', 'y']].reset_index(drop=True) for k in ('train', 'val', 'test')}
         for k, v in parts.items():
             if not len(v): raise DataError(f"the {split} split of {root} has no {k} images")
         if missing := [p for p in t.path if not (Path(root)/p).is_file()]:
-            raise DataError(f"{len(missing)} images of the split are missing from {root} (first: {missing[0]}): "
+            raise DataError(f"{len(missing)} image{'s of the split are' if len(missing) > 1 else ' of the split is'} missing from {root} (first: {missing[0]}): "
                             "the data changed since the audit; audit it again and train a new run")
         if missing := sorted(set(classes) - set(parts['train'].label)):
             raise DataError(f"the {split} split of {root} has no training image of {', '.join(missing)}")
@@ -122,5 +122,6 @@ def study_data(data='demo',                 # a folder, 'demo' or 'kaggle'
                seed:int=0,                  # seed of the audit's split (and of the demo data)
               )->tuple[StudyData, pd.DataFrame]: # the split's data, and the audit's whole split table
     "Train / val / test tables of `split`, from the audit of `data`."
+    from bone_fracture.audit import run_audit
     audit = run_audit(data, seed=seed)
     return StudyData.from_splits(audit.root, audit.splits, split, seed), audit.splits

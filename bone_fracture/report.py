@@ -17,7 +17,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
-from .interpret import pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability
+from .interpret import COLUMN_WIDTH, pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability, report_style
 from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
     leak_inflation, rounded
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
@@ -168,11 +168,12 @@ def results_table(results:dict,     # as summarise returns it, or read from resu
 
 # %% ../nbs/32_report.ipynb #07eeb30c
 def to_markdown(df:pd.DataFrame, index:bool=True)->str:
-    "A GitHub-flavoured Markdown table of `df`."
+    "A GitHub-flavoured Markdown table of `df` (a `|` in a cell escaped), each column's dashes as long as its longest cell (how pandoc sizes a wide table's columns)."
     t = df.reset_index() if index else df
-    cells = [[str(c) for c in t.columns]] + [[str(v) for v in row] for row in t.itertuples(index=False)]
+    cells = [[str(c).replace('|', '\\|') for c in t.columns]] + [[str(v).replace('|', '\\|') for v in row] for row in t.itertuples(index=False)]
+    widths = [max(3, *(len(r[k]) for r in cells)) for k in range(len(t.columns))]
     lines = ['| ' + ' | '.join(r) + ' |' for r in cells]
-    return '\n'.join([lines[0], '|' + '---|' * len(t.columns)] + lines[1:]) + '\n'
+    return '\n'.join([lines[0], '|' + '|'.join('-' * w for w in widths) + '|'] + lines[1:]) + '\n'
 
 # %% ../nbs/32_report.ipynb #ae8d2300
 def results_markdown(results:dict)->str:
@@ -192,6 +193,7 @@ def results_markdown(results:dict)->str:
     return ''.join(parts)
 
 # %% ../nbs/32_report.ipynb #fadfebf6
+@report_style
 def plot_metric_bars(results:dict,
                      metrics=HEADLINE,
                      chance:float|None=None,  # accuracy of guessing, drawn as a dotted line
@@ -200,8 +202,10 @@ def plot_metric_bars(results:dict,
     t = pd.DataFrame([{'run': r['run'], 'model': r['model'], 'test set': r['test_set'], 'metric': k, 'value': r['metrics'][k],
                        'low': r['ci95'][k][0], 'high': r['ci95'][k][1]} for r in results['evaluations'] for k in metrics])
     colors = dict(zip(dict.fromkeys(t.model), sns.color_palette(n_colors=t.model.nunique())))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), sharey=True, squeeze=False)
-    for ax, k in zip(axes[0], metrics):
+    cols = min(2, len(metrics)); rows = -(-len(metrics) // cols)   # two panels a row: a column wide, readable
+    fig, axes = plt.subplots(rows, cols, figsize=(COLUMN_WIDTH, 3.4 * rows + 0.8), sharey=True, squeeze=False)
+    for ax in axes.flat[len(metrics):]: ax.axis('off')
+    for ax, k in zip(axes.flat, metrics):
         d = t[t.metric == k]
         sets = list(dict.fromkeys(d['test set']))
         for i, test_set in enumerate(sets):
@@ -211,24 +215,26 @@ def plot_metric_bars(results:dict,
                 ax.bar(i + (j - (len(g) - 1) / 2) * width, r.value, width * 0.9, color=colors[r.model], label=r.model,
                        yerr=[[r.value - r.low], [r.high - r.value]], capsize=2, error_kw={'lw': 0.8})
         if chance is not None and k in ('accuracy', 'balanced_accuracy'): ax.axhline(chance, color='k', ls=':', lw=1)
-        ax.set_xticks(np.arange(len(sets)), [s.replace('_', '\n') for s in sets], fontsize=8)
-        ax.set_title(k.replace('_', ' '))
-    axes[0, 0].set_ylabel('value (95 % CI); dotted: chance')
-    handles = dict(zip(*axes[0, -1].get_legend_handles_labels()[::-1]))
-    axes[0, -1].legend(handles.values(), handles.keys(), fontsize=8, loc='upper right')
-    fig.tight_layout()
+        ax.set_xticks(np.arange(len(sets)), [s.replace('_', '\n') for s in sets])
+        ax.set(title=k.replace('_', ' '), ylabel='value (95 % CI)' if ax in axes[:, 0] else '')
+    handles = dict(zip(*axes[0, 0].get_legend_handles_labels()[::-1]))
+    fig.legend(handles.values(), handles.keys(), loc='lower center', ncol=len(handles), frameon=False, title='dotted: chance')
+    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1))   # the legend beneath the panels
     return fig
 
 # %% ../nbs/32_report.ipynb #a5cc95e1
+@report_style
 def plot_per_class_f1(results:dict,
                       test_sets=('leakage_free',), # the test sets whose evaluations are shown
                      ):
-    "Heatmap of F1 per class (columns) and evaluation (rows)."
-    rows = {r['name']: {c: v['f1'] for c, v in r['per_class'].items()} for r in results['evaluations'] if r['test_set'] in test_sets}
+    "Heatmap of F1 per class (columns) and evaluation (rows, each named by its model, seed and test set), a column wide."
+    shown = [r for r in results['evaluations'] if r['test_set'] in test_sets]
+    label = lambda r: f"{r['model']}, seed {r['seed']}" + (f" ({r['test_set']})" if len(test_sets) > 1 else '')
+    rows = {label(r): {c: v['f1'] for c, v in r['per_class'].items()} for r in shown}
     df = pd.DataFrame.from_dict(rows, orient='index')
-    fig, ax = plt.subplots(figsize=(1.0 * df.shape[1] + 2, 0.45 * len(df) + 2.6))
-    sns.heatmap(df, annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 7})
-    ax.set_title('F1 per class'); ax.tick_params(axis='x', rotation=45)
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.5 * len(df) + 2.8))
+    sns.heatmap(df, annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 10}, cbar_kws={'label': 'F1'})
+    ax.set(title='F1 per class', xlabel='class', ylabel='model, seed'); ax.tick_params(axis='x', rotation=45)
     fig.tight_layout()
     return fig
 
@@ -249,13 +255,14 @@ def shown_evaluations(evaluations:list[Evaluation])->list[Evaluation]:
     return list(shown.values())
 
 # %% ../nbs/32_report.ipynb #9a1184b0
+@report_style
 def plot_confusions(shown:list[Evaluation]):
-    "Each model's confusion matrix in counts and row-normalised, one row of panels per model."
-    fig, axes = plt.subplots(len(shown), 2, figsize=(12, 5 * len(shown)), squeeze=False)
-    for row, e in zip(axes, shown):
+    "Each model's confusion matrix in counts, then row-normalised, one under another."
+    fig, axes = plt.subplots(2 * len(shown), 1, figsize=(COLUMN_WIDTH, 7.6 * 2 * len(shown)), squeeze=False)   # stacked, a column wide
+    for (counts, share), e in zip(axes[:, 0].reshape(-1, 2), shown):
         pred = e.probs.argmax(1)
-        plot_confusion(e.y, pred, e.classes, ax=row[0], title=f'{e.model}: counts')
-        plot_confusion(e.y, pred, e.classes, normalize=True, ax=row[1], title=f'{e.model}: row-normalised')
+        plot_confusion(e.y, pred, e.classes, ax=counts, title=f'{e.model}: counts')
+        plot_confusion(e.y, pred, e.classes, normalize=True, ax=share, title=f'{e.model}: row-normalised')
     fig.tight_layout()
     return fig
 

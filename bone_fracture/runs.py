@@ -13,8 +13,7 @@ from fastcore.basics import patch_to
 import numpy as np
 import pandas as pd
 
-from .audit import SPLITS
-from .data import UserError, atomic_write, get_data, locked
+from .data import SPLITS, UserError, atomic_write, fold_of, get_data, locked
 
 # %% auto #0
 __all__ = ['MODELS', 'PRECISIONS', 'SCHEDULES', 'MONITORS', 'STRATEGIES', 'HEADS', 'PACKAGED_WEIGHTS', 'MAX_IMAGE_SIZE',
@@ -108,7 +107,7 @@ class TrainConfig:
     def __post_init__(self):
         for name, allowed in (('model', MODELS), ('precision', PRECISIONS), ('strategy', STRATEGIES),
                               ('monitor', MONITORS), ('schedule', SCHEDULES), ('head', HEADS)): _check_choice(name, getattr(self, name), allowed)
-        if self.split not in SPLITS and not (isinstance(self.split, str) and self.split[:4] == 'fold' and self.split[4:].isdigit()):
+        if self.split not in SPLITS and fold_of(self.split) is None:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)} or fold0, fold1, ..., not {self.split!r}")
         for name in ('data', 'weights'):
             if not isinstance(getattr(self, name), str): raise ConfigError(f'{name} must be text, not {getattr(self, name)!r}')
@@ -238,7 +237,7 @@ def data(self:Run, root=None):
 @patch_to(Run)
 def model(self:Run, name:str='best.keras'):
     "A model file of the run, loaded with `safe_mode=True`."
-    import keras, bone_fracture.transfer  # the transfer module registers the preprocessing layer of VGG16/ResNet50
+    import keras, bone_fracture.layers  # registers the layers of ours a model file may hold (VGG16's and ResNet50's preprocessing)
     path = self.path/name
     if not path.exists(): raise RunError(f'no trained model at {path}')
     if not zipfile.is_zipfile(path):   # truncated or overwritten: Keras would say 'File not found' of a file that is there

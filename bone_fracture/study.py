@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 
 from .audit import run_audit
-from .data import DataError, UserError, atomic_write, get_data, locked
+from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
+from .interpret import COLUMN_WIDTH, report_style
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
 # %% auto #0
-__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
+__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
            'job_predictions', 'baseline_probs', 'study_arms', 'seed_column', 'oof_table', 'prediction_sets',
            'seed_probs', 'probs_of', 'mean_metrics', 'score_table', 'fold_scores', 'leak_scores', 'display_name',
            'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
@@ -395,43 +396,51 @@ def study_sentences(results:dict, limits:bool=True,
     return '\n\n'.join(out)
 
 # %% ../nbs/60_study.ipynb #9518643f
+@report_style
 def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
-    "Pooled out-of-fold metrics of each model with cluster-bootstrap intervals, the baselines as lines."
+    "Pooled out-of-fold metrics of each arm as a bar with its cluster-bootstrap interval, the baselines as lines: one panel a metric, stacked."
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
     s, names = results['cross_validation']['scores'], results['names']
     models = results.get('arms') or results['config']['models'].split(',')
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.7), squeeze=False)
-    for ax, k in zip(axes[0], metrics):
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(COLUMN_WIDTH, (0.45 * len(models) + 1.5) * len(metrics)), squeeze=False)
+    for ax, k in zip(axes[:, 0], metrics):
         v = [s[m]['metrics'][k] for m in models]
         lo, hi = zip(*(s[m]['ci95'][k] for m in models))
-        ax.bar(range(len(models)), v, yerr=[np.subtract(v, lo), np.subtract(hi, v)], capsize=3, color='tab:blue')
+        ax.barh(range(len(models)), v, xerr=[np.subtract(v, lo), np.subtract(hi, v)], capsize=4, color='tab:blue')
         for b, style in zip(BASELINES, (':', '--')):
-            ax.axhline(s[b]['metrics'][k], color='k', ls=style, lw=1, label=b)
-        ax.set_xticks(range(len(models)), [names[m].replace(' (', '\n(') for m in models], fontsize=8)
-        ax.set_title(f"{k.replace('_', ' ')}: all {s[models[0]]['images']} images out-of-fold, 95 % cluster CI", fontsize=9)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc='lower center', ncol=len(BASELINES), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.07, 1, 1))   # the baselines' legend below both panels, over no bar
+            ax.axvline(s[b]['metrics'][k], color='k', ls=style, lw=1.5, label=b)
+        ax.set_yticks(range(len(models)), [names[m] for m in models]); ax.invert_yaxis()   # the first arm on top, as in the tables
+        ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
+        ax.set(xlabel=f"{k.replace('_', ' ')}, out-of-fold (bar: 95 % cluster CI)", xlim=(0, max(max(hi), *(s[b]['metrics'][k] for b in BASELINES)) * 1.15))
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc='lower center', ncol=len(BASELINES), frameon=False)
+    fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))   # the baselines' legend beneath both panels, over no bar
     return fig
 
 # %% ../nbs/60_study.ipynb #e9d77edc
+@report_style
 def plot_fold_spread(folds:pd.DataFrame, names:dict):
     "Accuracy of each model and baseline on each fold."
     import matplotlib.pyplot as plt, seaborn as sns
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=6)
+    from matplotlib.ticker import PercentFormatter
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.45 * folds.model.nunique() + 1.6))
+    sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=7, jitter=0.15)
     sizes = folds.groupby('fold').images.first()
     span = f'{sizes.min()}' if sizes.min() == sizes.max() else f'{sizes.min()}–{sizes.max()}'
-    ax.set(title=f"accuracy on each fold's held-out images\n({span} images a fold)", xlim=(0, 1)); ax.legend(title='fold', fontsize=7)
+    ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
+    ax.set(xlabel=f"accuracy on a fold's held-out images ({span} a fold)", ylabel='', xlim=(0, max(0.5, folds.accuracy.max() * 1.15)))
+    ax.legend(title='fold', loc='lower right', ncol=len(sizes), framealpha=1)
     fig.tight_layout()
     return fig
 
 # %% ../nbs/60_study.ipynb #c1643ca7
+@report_style
 def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:dict, bins:int=10, min_images:int=10):
     "Reliability of each arm's top probability (every seed's predictions pooled) over bins of `min_images` or more (top), and the images in every bin (bottom)."
     import matplotlib.pyplot as plt
     y = table.label.map(classes.index).values
-    fig, (ax, counts) = plt.subplots(2, 1, figsize=(4.6, 5.4), sharex=True, gridspec_kw={'height_ratios': (3, 1)})
-    ax.plot([0, 1], [0, 1], 'k:', lw=1)
+    fig, (ax, counts) = plt.subplots(2, 1, figsize=(COLUMN_WIDTH, 7.5), sharex=True, gridspec_kw={'height_ratios': (3, 1)})
+    ax.plot([0, 1], [0, 1], 'k:', lw=1, label='perfect calibration')
     for m in models:
         p = seed_probs(table, m, classes)
         r = reliability(np.tile(y, len(p)), p.reshape(-1, len(classes)), bins)
@@ -439,58 +448,65 @@ def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:
         kept = r[r.images >= min_images]   # an accuracy over a handful of images is noise, drawn as if it were a point
         ax.plot(kept.confidence, kept.accuracy, 'o-', label=names[m])
         counts.plot(r.confidence, r.images, 'o-', ms=3)
-    ax.set(ylabel='accuracy', xlim=(0, 1), ylim=(0, 1),
-           title=f'calibration on all {len(table)} images out-of-fold\n(accuracy in bins of {min_images} or more images)')
-    counts.set(xlabel='confidence (top probability)', ylabel='images in bin', ylim=(0, None))
-    ax.legend(fontsize=7)
+    ax.set(ylabel=f'accuracy (bins of {min_images} or more images)', xlim=(0, 1), ylim=(0, 1))
+    counts.set(xlabel='confidence (top probability)', ylabel='images', ylim=(0, None))
+    ax.legend(loc='upper left')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/60_study.ipynb #26b5ac96
+@report_style
 def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:dict):
-    "Row-normalised out-of-fold confusion matrix of each arm (every seed's predictions pooled), up to three a row; the class names on each row's first."
+    "Row-normalised out-of-fold confusion matrix of each arm (every seed's predictions pooled), one a column wide, stacked."
     import matplotlib.pyplot as plt
     from bone_fracture.interpret import plot_confusion
     y = table.label.map(classes.index).values
-    cols = min(3, len(models)); rows = -(-len(models) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(0.5 * len(classes) * cols + 2.5, (0.5 * len(classes) + 2.8) * rows), squeeze=False)
-    for j, (ax, m) in enumerate(zip(axes.flat, models)):
+    side = 7.6                                                     # square cells across the column, the class names beside and beneath
+    fig, axes = plt.subplots(len(models), 1, figsize=(COLUMN_WIDTH, side * len(models)), squeeze=False)
+    for ax, m in zip(axes[:, 0], models):
         p = seed_probs(table, m, classes)
         plot_confusion(np.tile(y, len(p)), p.argmax(-1).ravel(), classes, normalize=True, ax=ax, title=names[m])
-        if j % cols: ax.set(yticklabels=[], ylabel='')
-    for ax in axes.flat[len(models):]: ax.axis('off')
-    fig.suptitle(f'confusion on all {len(table)} images out-of-fold, each row normalised by its true class')
     fig.tight_layout()
     return fig
 
 # %% ../nbs/60_study.ipynb #64a2e558
+@report_style
 def plot_study_f1(results:dict):
-    "F1 of every class (columns) for each model and baseline (rows), out-of-fold, each with its 95 % cluster-bootstrap interval beneath."
-    import matplotlib.pyplot as plt, seaborn as sns
+    "F1 of every class (rows) for each arm and baseline (markers), out-of-fold, each with its 95 % cluster-bootstrap interval as a line."
+    import matplotlib.pyplot as plt
     s, names = results['cross_validation']['scores'], results['names']
-    df = pd.DataFrame({names[m]: v['per_class_f1'] for m, v in s.items()}).T
-    ci = {names[m]: v['per_class_f1_ci95'] for m, v in s.items()}
-    text = [[f'{df.loc[r, c]:.2f}\n[{ci[r][c][0]:.2f}, {ci[r][c][1]:.2f}]' for c in df.columns] for r in df.index]
-    fig, ax = plt.subplots(figsize=(1.2 * df.shape[1] + 3, 0.75 * len(df) + 2))
-    sns.heatmap(df.astype(float), annot=np.array(text), fmt='', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 8})
-    ax.set_title(f"F1 per class on all {s[next(iter(s))]['images']} images out-of-fold, 95 % cluster CI beneath"); ax.tick_params(axis='x', rotation=45)
-    fig.tight_layout()
+    classes = list(next(iter(s.values()))['per_class_f1'])
+    legend = 0.3 * math.ceil(len(s) / 2) + 0.3                    # inches, for the legend beneath the axes
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.12 * len(classes) * len(s) + 1.5 + legend))
+    offsets = np.linspace(-0.32, 0.32, len(s))
+    for off, (m, v) in zip(offsets, s.items()):
+        f1 = np.array([v['per_class_f1'][c] for c in classes]); lo, hi = np.array([v['per_class_f1_ci95'][c] for c in classes]).T
+        style = dict(color='0.55', marker='x') if m in BASELINES else dict(marker='o')
+        ax.errorbar(f1, np.arange(len(classes)) + off, xerr=[f1 - lo, hi - f1], ls='none', ms=5, capsize=2, label=names[m], **style)
+    ax.set_yticks(range(len(classes)), classes); ax.invert_yaxis()
+    for k in range(len(classes) - 1): ax.axhline(k + 0.5, color='0.9', lw=1)    # one band a class
+    ax.set(xlabel='F1 out-of-fold (line: 95 % cluster CI)', xlim=(0, 1), ylim=(len(classes) - 0.5, -0.5))
+    fig.legend(*ax.get_legend_handles_labels(), loc='lower center', ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
     return fig
 
+# %% ../nbs/60_study.ipynb #e8666005
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     "Loss and accuracy per epoch of each model's fold-0 run (first seed; a pretrained model's two phases numbered on), on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
     histories = {display_name(m, cfg.weights): Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list}
     kept = {m: h for m, h in histories.items() if len(h)}   # a run adopted with its predictions alone kept no history
-    gone = f"; no history kept of {_and(m for m in histories if m not in kept)}" if len(kept) < len(histories) else ''
-    return plot_curves(kept, f'fold 0, first seed: training part and the validation part carved from it (batch {cfg.batch_size}){gone}')
+    gone = f"\nno history kept of {_and(m for m in histories if m not in kept)}" if len(kept) < len(histories) else ''
+    return plot_curves(kept, f'fold 0, first seed (batch {cfg.batch_size}){gone}')
 
+# %% ../nbs/60_study.ipynb #db7165b0
 def gradcam_shown(held_out:pd.DataFrame, n:int=4)->pd.DataFrame:
     "The X-rays a study's Grad-CAM figure shows: the first held-out image of each of `n` classes spread over the sorted list (not the first few)."
     labels = sorted(held_out.label.unique())
     picked = labels[::max(1, len(labels) // n)][:n]
     return held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
 
+# %% ../nbs/60_study.ipynb #9fa95da7
 def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|None:
     "Grad-CAM of one model file of a run on the `shown` X-rays (layer, map grid, heatmaps, explained classes), kept in the run as gradcam-<file>.npz so that it outlives the model file; None if neither is there."
     from bone_fracture.interpret import grad_cam, gradcam_layer
@@ -509,33 +525,35 @@ def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|Non
                                                           cams=out['cams'].astype('float16'), chosen=out['chosen']))
     return out
 
+# %% ../nbs/60_study.ipynb #33c57d35
+@report_style
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
-    "Grad-CAM of each model's fold-0 run on the same fold-0 X-rays (one from each of `n` classes spread over the list), on a layer with a map of at least 8x8."
+    "Grad-CAM of each arm's fold-0 run (a row each, under the X-rays) on the same fold-0 X-rays, one from each of `n` classes spread over the list, on a layer with a map of at least 8x8."
     from bone_fracture.interpret import overlay
     from bone_fracture.pipeline import load_image
     from PIL import Image
-    import matplotlib.pyplot as plt
-    held_out = table[table.fold == 0]
-    labels = sorted(held_out.label.unique())
-    shown = gradcam_shown(held_out, n)
+    import matplotlib.pyplot as plt, textwrap
+    shown = gradcam_shown(table[table.fold == 0], n)
     arms = study_arms(cfg)
     sizes = {m: cfg.train_config(m, 'fold0').image_size for _, m, _ in arms}
     images = np.stack([load_image(Path(root)/p, max(sizes.values())) for p in shown.path])
-    fig, axes = plt.subplots(len(shown), len(arms) + 1, figsize=(2.6 * (len(arms) + 1), 2.6 * len(shown)), squeeze=False)
-    for j, (arm, m, file) in enumerate(arms, 1):
+    fig = plt.figure(figsize=(COLUMN_WIDTH, 2.3 * (len(arms) + 1)), layout='constrained')
+    rows = fig.subfigures(len(arms) + 1, 1)
+    for ax, image, label in zip(rows[0].subplots(1, len(shown)), images, shown.label):
+        ax.imshow(image); ax.axis('off'); ax.set_title(textwrap.fill(label, 17), fontsize=10)
+    rows[0].suptitle('held-out X-rays of fold 0, and their true class')
+    for row, (arm, m, file) in zip(rows[1:], arms):
         found = ((s, g) for s in range(cfg.seeds_of(m)) if (g := run_gradcam(Run(runs_dir/Job(m, 'fold0', s).name), file, shown, root, sizes[m])))
         seed, g = next(found, (None, None))   # the first seed whose model file, or its kept Grad-CAM, is there
-        if g is None:                         # a study kept without its models: said in the column, not a failure
-            for row in range(len(shown)): axes[row, j].axis('off')
-            axes[0, j].set_title(f"{names[arm]}\n(model file not kept)", fontsize=8); continue
-        for row, (image, cam, c) in enumerate(zip(images, g['cams'], g['chosen'])):
+        axes = row.subplots(1, len(shown))
+        if g is None:                         # a study kept without its models: said in the row, not a failure
+            for ax in axes: ax.axis('off')
+            row.suptitle(f'{names[arm]}: model file not kept'); continue
+        row.suptitle(f"{names[arm]}{f', seed {seed + 1}' if seed else ''}: map of {g['layer']}, {'×'.join(map(str, g['grid']))}; predicted class")
+        for ax, image, cam, c in zip(axes, images, g['cams'], g['chosen']):
             if cam.shape[:2] != image.shape[:2]: cam = np.asarray(Image.fromarray(cam.astype('float32')).resize(image.shape[:2][::-1], Image.BILINEAR))
-            head = (f"{names[arm]}{f', seed {seed + 1}' if seed else ''}\nmap of {g['layer']}, {'×'.join(map(str, g['grid']))}\n" if row == 0 else '')
-            overlay(image, cam, axes[row, j], f'{head}predicted: {classes[c]}')   # each column says its model once
-    for row, (image, label) in enumerate(zip(images, shown.label)):
-        axes[row, 0].imshow(image); axes[row, 0].axis('off'); axes[row, 0].set_title(f'true: {label}', fontsize=8)
-    fig.suptitle(f"Grad-CAM of each model's fold-0 run: one held-out fold-0 X-ray from each of {len(shown)} of the {len(labels)} classes", fontsize=9)
-    fig.tight_layout()
+            overlay(image, cam, ax, textwrap.fill(classes[c], 17))
+            ax.title.set_fontsize(10)
     return fig
 
 # %% ../nbs/60_study.ipynb #d03222bd
@@ -581,18 +599,18 @@ def study_limits(cfg:StudyConfig, adopted:dict|None=None)->str:
             + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
-def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log=print):
-    "Train (or resume, or read back) each job's run, announcing each."
+def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log=print, audit=None):
+    "Train (or resume, or read back) each job's run, announcing each; with the study's `audit` (of `cfg.data`), the jobs audit nothing themselves."
     from bone_fracture.experiment import train_run
     for i, job in enumerate(jobs, 1):
-        where = f"fold {job.split[4:]}/{cfg.folds}" if job.split.startswith('fold') else 'official split'
+        where = f"fold {fold_of(job.split)}/{cfg.folds}" if fold_of(job.split) is not None else 'official split'
         seed = f', seed {job.seed + 1}/{cfg.seeds_of(job.model)}' if cfg.seeds_of(job.model) > 1 else ''
         log(f'[{i}/{len(jobs)}] {job.model} {where}{seed}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
-        train_run(cfg.train_config(job.model, job.split, job.seed), runs_dir/job.name, verbose=verbose)
+        train_run(cfg.train_config(job.model, job.split, job.seed), runs_dir/job.name, verbose=verbose, audit=audit)
         if job.split == 'fold0':   # the Grad-CAM figure's maps, kept in the run while its model files are still on this machine
             run, t = Run(runs_dir/job.name), cfg.train_config(job.model, job.split, job.seed)
             for _, m, file in [a for a in study_arms(cfg) if a[1] == job.model]:
-                run_gradcam(run, file, gradcam_shown(run.split[run.split.fold == 0]), get_data(t.data, seed=t.seed)[0], t.image_size)
+                run_gradcam(run, file, gradcam_shown(run.split[run.split.fold == 0]), audit.root if audit else get_data(t.data, seed=t.seed)[0], t.image_size)
 
 # %% ../nbs/60_study.ipynb #dd58d0d0
 def study_budget(cfg:StudyConfig)->str:
@@ -706,31 +724,43 @@ def study_readme(results:dict)->str:
         '- `runs/<model>-fold<k>/`, `runs/<model>-official/`: the training runs, each a run directory', ''])
 
 # %% ../nbs/60_study.ipynb #72a02a1d
-def scores_frame(results:dict)->pd.DataFrame:
-    "Pooled out-of-fold metrics of every model and baseline, each as 'value [low, high]' (95 % cluster-bootstrap interval)."
-    rows = {results['names'][m]: {'images': v['images'], **{h.replace('_', ' '): f"{v['metrics'][h]:.3f} [{v['ci95'][h][0]:.3f}, {v['ci95'][h][1]:.3f}]"
-                                                              for h in HEADLINE}}
-            for m, v in results['cross_validation']['scores'].items()}
+def _with_ci(v:float, ci, scale:float=100, digits:int=1)->str: return f'{scale * v:.{digits}f} [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]'
+
+PERCENT = {'accuracy': 'accuracy, %', 'balanced_accuracy': 'balanced accuracy, %', 'macro_f1': 'macro F1, %'}   # kappa is no percentage
+
+def scores_frame(results:dict, metrics=HEADLINE)->pd.DataFrame:
+    "Pooled out-of-fold metrics of every arm and baseline, each 'value [low, high]' with its 95 % cluster-bootstrap interval: percentages with one decimal (kappa: two decimals)."
+    cell = lambda v, k: _with_ci(v['metrics'][k], v['ci95'][k]) if k in PERCENT else _with_ci(v['metrics'][k], v['ci95'][k], 1, 2)
+    rows = {results['names'][m]: {PERCENT.get(k, k): cell(v, k) for k in metrics} for m, v in results['cross_validation']['scores'].items()}
     return pd.DataFrame(rows).T.rename_axis('model')
 
 # %% ../nbs/60_study.ipynb #31d5b646
 def paired_frame(results:dict)->pd.DataFrame:
-    "Each paired test on the same images (two models, or a model and the majority class): accuracy of a minus b, its interval, the p-value and the Holm-adjusted one."
+    "Each paired test on the same images (two arms, or an arm and the majority class): accuracy of a minus b in points with its interval, the Holm-adjusted interval, the p-value and the Holm-adjusted one."
     paired = pd.DataFrame(results['cross_validation']['paired'])
-    return paired.assign(a=paired.a.map(results['names']), b=paired.b.map(results['names'])) if len(paired) else paired
+    if not len(paired): return paired
+    return pd.DataFrame({'a': paired.a.map(results['names']), 'b': paired.b.map(results['names']),
+                         'a − b, points [95 % CI]': [_with_ci(r.difference, (r.low, r.high)) for r in paired.itertuples()],
+                         'Holm-adjusted CI': [_with_ci(r.difference, (r.low_holm, r.high_holm)) for r in paired.itertuples()] if 'low_holm' in paired else '',
+                         'p': paired.p_value, 'p (Holm)': paired.p_holm})
 
 # %% ../nbs/60_study.ipynb #d30f9506
 def folds_frame(results:dict, metric:str='accuracy')->pd.DataFrame:
-    "`metric` of every model and baseline (rows) on every fold (columns)."
+    "`metric` of every model and baseline (rows) on every fold (columns), a fraction."
     folds = pd.DataFrame(results['folds'])
     order = [results['names'][m] for m in results['cross_validation']['scores']]          # models first, then the baselines
     return folds.assign(model=folds.model.map(results['names'])).pivot(index='model', columns='fold', values=metric).loc[order]
 
 # %% ../nbs/60_study.ipynb #1268650c
 def leak_frame(results:dict)->pd.DataFrame:
-    "Each model trained on official Train, and its majority class: accuracy on all, leaked and unleaked official Test images, and their difference."
+    "Each model trained on official Train, and its majority class: accuracy (%) on all, leaked and unleaked official Test images, and the inflation in points with its interval."
     leak = pd.DataFrame(results['leak'])
-    return leak.assign(model=leak.model.map(results['names'])) if len(leak) else leak
+    if not len(leak): return leak
+    return pd.DataFrame({'model': leak.model.map(results['names']),
+                         'official Test, %': [f'{100 * v:.1f} ({n})' for v, n in zip(leak.accuracy_official, leak.test_images)],
+                         'leaked, %': [f'{100 * v:.1f} ({n})' for v, n in zip(leak.accuracy_leaked, leak.leaked_images)],
+                         'unleaked, %': [f'{100 * v:.1f} ({n - k})' for v, n, k in zip(leak.accuracy_unleaked, leak.test_images, leak.leaked_images)],
+                         'inflation, points [95 % CI]': [f'{v:.1f} [{lo:.1f}, {hi:.1f}]' for v, (lo, hi) in zip(leak.inflation_points, leak.inflation_ci95)]})
 
 # %% ../nbs/60_study.ipynb #acb81c75
 def study_markdown(results:dict)->str:
@@ -738,8 +768,8 @@ def study_markdown(results:dict)->str:
     from bone_fracture.report import to_markdown
     parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(scores_frame(results))]
     if results['cross_validation']['paired']:
-        parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results), index=False)]
-    parts += ['\n## Accuracy per fold\n', to_markdown(folds_frame(results).round(3))]
+        parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results).round(4), index=False)]
+    parts += ['\n## Accuracy per fold, %\n', to_markdown((100 * folds_frame(results)).round(1))]
     if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
     return ''.join(parts)
 
@@ -873,7 +903,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
                 raise DataError(f"fold {k} leaves no training image of {', '.join(missing)}: use fewer folds")
         atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2, default=str) + '\n')   # recorded once the data is known to be usable
         if adopt: adopt_runs(cfg, Path(adopt), out/'runs', audit.splits, log)
-        run_jobs(cfg, jobs, out/'runs', verbose, log)
+        run_jobs(cfg, jobs, out/'runs', verbose, log, audit=audit)
         if only: return None
         if (out/'results.json').exists() and (old := read_json(out/'results.json')).get('inputs') == study_inputs(cfg, out/'runs') \
            and old.get('config') == asdict(cfg) and old.get('code', {}).get('version') == code_version():   # done: the same runs, by content

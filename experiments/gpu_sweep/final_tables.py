@@ -1,6 +1,6 @@
 import pandas as pd, numpy as np, json, itertools, warnings; warnings.filterwarnings('ignore')
 from sklearn.metrics import f1_score
-d=pd.read_csv('results_all.csv')
+d=pd.read_csv('../../nbs/results/recipe_sweep.csv')   # the sweep's runs, kept where the report reads them
 pd.set_option('display.width',250); pd.set_option('display.max_rows',300)
 def tab(d):
     return d.groupby(['recipe','variant']).agg(n=('test_acc','size'),acc=('test_acc','mean'),sd=('test_acc','std'),f1=('test_f1','mean'),f1sd=('test_f1','std'),tta=('tta_acc','mean'),ttaf1=('tta_f1','mean'),tr=('train_acc','mean'),bv=('best_val','mean'),ep=('epochs_run','mean'),sec=('seconds','mean')).round(3)
