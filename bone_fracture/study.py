@@ -128,6 +128,7 @@ class Job:
     @property
     def name(self)->str: return f'{self.model}-{self.split}' + (f'-seed{self.seed}' if self.seed else '')
 
+# %% ../nbs/60_study.ipynb #4f2626ba
 def study_jobs(cfg:StudyConfig)->list[Job]:
     "Seed by seed: every model on every fold, then (the first seed, if `cfg.official`) every model on the official split."
     jobs = []
@@ -136,6 +137,7 @@ def study_jobs(cfg:StudyConfig)->list[Job]:
         if s == 0 and cfg.official: jobs += [Job(m, 'official') for m in cfg.model_list]
     return jobs
 
+# %% ../nbs/60_study.ipynb #72e71ede
 def select_jobs(jobs:list[Job], only:str|None)->list[Job]:
     "The jobs `only` names ('vgg16:2', 'custom:official', 'resnet50', 'vgg16@hed:0'; every seed of each), or all of them."
     if not only: return jobs
@@ -152,6 +154,7 @@ def job_predictions(run:Run, root, name:str='best.keras')->pd.DataFrame:
     if not (p := p[p.model == name]).shape[0]: raise RunError(f'{run.path} has no predictions of {name}: it was not trained with one')
     return p.drop(columns=['model', 'label']).reset_index(drop=True)
 
+# %% ../nbs/60_study.ipynb #afed0abf
 BASELINES = ('majority class', 'class-prior guess')   # what every model is compared with, in this order
 
 def baseline_probs(train_labels:pd.Series, classes:list, n:int, seed:int=0)->dict:
@@ -161,6 +164,7 @@ def baseline_probs(train_labels:pd.Series, classes:list, n:int, seed:int=0)->dic
     draws = np.random.default_rng(seed).choice(len(classes), size=n, p=prior)
     return dict(zip(BASELINES, (majority, np.eye(len(classes))[draws])))
 
+# %% ../nbs/60_study.ipynb #c4f586ce
 def study_arms(cfg:StudyConfig)->list[tuple[str, str, str]]:
     "Every arm the study scores, as (arm, model, model file): a pretrained model with a phase 2 gives two from the same runs, ':frozen' and ':fine-tuned'."
     arms = []
@@ -174,6 +178,7 @@ def study_arms(cfg:StudyConfig)->list[tuple[str, str, str]]:
 # %% ../nbs/60_study.ipynb #2bbd7f25
 def seed_column(name:str, seed:int)->str: return name if seed == 0 else f'{name}#{seed}'   # 'custom', 'custom#1', ...
 
+# %% ../nbs/60_study.ipynb #f1677d2c
 def oof_table(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root)->pd.DataFrame:
     "One row per usable image: path, label, group, fold, and each arm's (each seed's) and baseline's probabilities (columns 'arm#seed|class')."
     classes = sorted(splits.label.unique())
@@ -196,19 +201,23 @@ def prediction_sets(table:pd.DataFrame)->list:
     "The arms and baselines a prediction table holds, in order (each arm once, whatever its seeds)."
     return list(dict.fromkeys(c.split('|')[0].split('#')[0] for c in table.columns if '|' in c))
 
+# %% ../nbs/60_study.ipynb #e0817892
 def seed_probs(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
     "The probabilities of every seed of one arm (or of a baseline, one 'seed'), in class order: (seeds, images, classes)."
     seeds = [s for s in range(1000) if f'{seed_column(name, s)}|{classes[0]}' in table.columns] or [0]
     return np.stack([table[[f'{seed_column(name, s)}|{c}' for c in classes]].values for s in seeds])
 
+# %% ../nbs/60_study.ipynb #8164fbc4
 def probs_of(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
     "The probability columns of one arm's first seed, or of a baseline, in class order."
     return seed_probs(table, name, classes)[0]
 
+# %% ../nbs/60_study.ipynb #aafbc03e
 def mean_metrics(y, probs:np.ndarray)->dict:
     "`classification_metrics` of each seed's probabilities (seeds, images, classes), averaged over the seeds."
     return pd.DataFrame([classification_metrics(y, p) for p in probs]).mean().to_dict()
 
+# %% ../nbs/60_study.ipynb #cec0f9f0
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
     "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class, each with its Holm-adjusted p-value and interval."
     y, groups = table.label.map(classes.index).values, table.group.values
@@ -293,7 +302,11 @@ def _holm_ci(t:dict, low:float, high:float)->str:
     "', Holm-adjusted -1.0 to 9.0' (points): the interval at the level of the test's Holm rank, which the verdict follows; '' for a test without one."
     return f', Holm-adjusted {100 * low:.1f} to {100 * high:.1f}' if 'low_holm' in t else ''
 
-def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->str:
+def _supported(t:dict)->bool:
+    "Whether a paired test tells its two sides apart: Holm-adjusted p below 0.05 and the Holm-adjusted interval clear of zero."
+    return t['p_holm'] < 0.05 and not t.get('low_holm', t['low']) <= 0 <= t.get('high_holm', t['high'])
+
+def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False, bounded:bool=True)->str:
     "How far `model` is ahead of the other side of the paired test `t`, with the interval, the p-value and what they allow."
     other, sign = (t['b'], 1) if t['a'] == model else (t['a'], -1)
     other = _named(other, names)
@@ -302,9 +315,10 @@ def _lead(t:dict, model:str, names:dict, resamples:int, flattered:bool=False)->s
     lead = f'Its lead over {other} is' if d >= 0 else f'It trails {other} by'
     hl, hh = sorted((sign * t.get('low_holm', t['low']), sign * t.get('high_holm', t['high'])))
     if d < 0: d, l, h, hl, hh = -d, -h, -l, -hh, -hl
-    told = t['p_holm'] < 0.05 and not hl <= 0 <= hh
+    told = _supported(t)
     verdict = 'a difference the data support' if told else 'a difference these images cannot tell from chance'
-    if flattered and t['p_holm'] < 0.05: verdict += ", though no larger than what the choice of its recipe may explain (below)"
+    if flattered and told: verdict += (", though no larger than what the choice of its recipe may explain (below)" if bounded else
+                                       ", though its recipe was chosen on test scores of these same images (below)")
     return f"{lead} {100 * d:.1f} points (95 % CI {100 * l:.1f} to {100 * h:.1f}{_holm_ci(t, hl, hh)}; {_p(t, resamples)}): {verdict}."
 
 def _leak(l:dict, names:dict)->str:
@@ -317,8 +331,11 @@ def _leak(l:dict, names:dict)->str:
               f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) that these images cannot tell from none')
     return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the other {l['test_images'] - l['leaked_images']}, {effect}"
 
-def _recipe(s:dict, models:list, names:dict, bound:float)->str:
-    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats."
+def _recipe(s:dict, models:list, names:dict, bound:float|None)->str:
+    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats (`bound` None: that it may, unbounded here)."
+    if bound is None: return ("The custom CNN's recipe was chosen by test accuracy on earlier splits of these same images, which may flatter "
+                              "it: its leads are not to be read at face value. How much, this study cannot say (the recipe sweep is not part "
+                              "of it); the results chapter of bone_fracture bounds it from the sweep's own scores.")
     lead = {m: s['custom']['metrics']['accuracy'] - s[m]['metrics']['accuracy'] for m in models if m != 'custom'}
     within = [f'{100 * d:.1f} points over {names[m]}' for m, d in lead.items() if 0 < d <= bound]
     beyond = [names[m] for m, d in lead.items() if d > bound]
@@ -347,7 +364,7 @@ def _pretraining(cv:dict, names:dict, arms:list, resamples:int)->str|None:
     return f"What pretraining gives, on the same images: {'; '.join(said)}." if said else None
 
 def study_sentences(results:dict, limits:bool=True,
-                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (`selection_bound`)
+                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (`selection_bound`); None: said, not bounded
                    )->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names, cfg = results['cross_validation'], results['names'], results['config']
@@ -360,13 +377,16 @@ def study_sentences(results:dict, limits:bool=True,
     scored = f"{_ci(acc(best), *s[best]['ci95']['accuracy'])} accuracy"
     bar, what = _ci(acc(base), *s[base]['ci95']['accuracy']), "the majority class, which always answers the training fold's commonest class"
     who = f"**{names[best]}**" if len(tied) == 1 else f"{_and(f'**{names[m]}**' for m in tied)} (tied)"
-    out = [f"{over}, the most accurate model{'s are' if len(tied) > 1 else ' is'} {who}: {scored}, against {bar} for {what}." if acc(best) > acc(base) else
+    level = [names[m] for m in models if m not in tied and (t := against(best, m)) and not _supported(t)]   # not told apart from the best
+    out = [f"{over}, the most accurate model{'s are' if len(tied) > 1 else ' is'} {who}: {scored}, against {bar} for {what}." if acc(best) > acc(base) and not level else
+           f"{over}, the highest accuracy is that of {who}: {scored}, against {bar} for {what}; but it cannot be told apart from "
+           f"{_and(level)} on these images (below)." if acc(best) > acc(base) else
            f"{over}, no model is more accurate than {what}, at {bar}: the best of them, {who}, reach{'es' if len(tied) == 1 else ''} {scored}."]
-    within = lambda other: recipe_bound is not None and best == 'custom' and other in models and acc(best) - acc(other) <= recipe_bound
-    out += [_lead(t, best, names, cfg['resamples'], within(other)) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
+    within = lambda other: best == 'custom' and other in models and (recipe_bound is None or acc(best) - acc(other) <= recipe_bound)
+    out += [_lead(t, best, names, cfg['resamples'], within(other), recipe_bound is not None) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
     if (k := len(cv['paired'])) > 1: out.append(f"Each interval is a 95 % interval on its own; the p-values are adjusted (Holm) for all {k} comparisons.")
     if (pretrained := _pretraining(cv, names, models, cfg['resamples'])): out.append(pretrained)
-    if recipe_bound is not None and 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))
+    if 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))   # with no bound, still said: the recipe was chosen on these images
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
         out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
     if one := [names[m] for m in models if s[m].get('classes_predicted') == 1]:
@@ -490,7 +510,7 @@ def plot_study_f1(results:dict):
     fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
     return fig
 
-# %% ../nbs/60_study.ipynb #e8666005
+# %% ../nbs/60_study.ipynb #1203cd69
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     "Loss and accuracy per epoch of each model's fold-0 run (first seed; a pretrained model's two phases numbered on), on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
@@ -499,14 +519,14 @@ def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
     gone = f"\nno history kept of {_and(m for m in histories if m not in kept)}" if len(kept) < len(histories) else ''
     return plot_curves(kept, f'fold 0, first seed (batch {cfg.batch_size}){gone}')
 
-# %% ../nbs/60_study.ipynb #db7165b0
+# %% ../nbs/60_study.ipynb #2bb5ffe7
 def gradcam_shown(held_out:pd.DataFrame, n:int=4)->pd.DataFrame:
     "The X-rays a study's Grad-CAM figure shows: the first held-out image of each of `n` classes spread over the sorted list (not the first few)."
     labels = sorted(held_out.label.unique())
     picked = labels[::max(1, len(labels) // n)][:n]
     return held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
 
-# %% ../nbs/60_study.ipynb #9fa95da7
+# %% ../nbs/60_study.ipynb #95e84110
 def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|None:
     "Grad-CAM of one model file of a run on the `shown` X-rays (layer, map grid, heatmaps, explained classes), kept in the run as gradcam-<file>.npz so that it outlives the model file; None if neither is there."
     from bone_fracture.interpret import grad_cam, gradcam_layer
@@ -525,7 +545,7 @@ def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|Non
                                                           cams=out['cams'].astype('float16'), chosen=out['chosen']))
     return out
 
-# %% ../nbs/60_study.ipynb #33c57d35
+# %% ../nbs/60_study.ipynb #89c81c7d
 @report_style
 def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
     "Grad-CAM of each arm's fold-0 run (a row each, under the X-rays) on the same fold-0 X-rays, one from each of `n` classes spread over the list, on a layer with a map of at least 8x8."
@@ -642,6 +662,7 @@ def last_epoch(run:Run, frozen:bool=False)->dict:
     if not len(h): return run.info['adopted']['last_epoch']
     return {'train_images': run.info['images']['train'], 'accuracy': h.accuracy.iloc[-1], 'val_accuracy': h.val_accuracy.iloc[-1]}
 
+# %% ../nbs/60_study.ipynb #05fdc237
 def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
     "Each arm's parameters, training images a fold, and last-epoch accuracy on its training batches and on validation, means over folds and seeds."
     out = {}
@@ -653,6 +674,7 @@ def fit_summary(cfg:StudyConfig, runs_dir:Path)->dict:
                     'train_accuracy': rounded(last.accuracy.mean()), 'val_accuracy': rounded(last.val_accuracy.mean())}
     return out
 
+# %% ../nbs/60_study.ipynb #c4897987
 def study_cost(cfg:StudyConfig, runs_dir:Path)->dict:
     "What each model's runs cost on the machine that trained them: wall seconds of all their epochs (history's 'seconds'), in all and a run; runs adopted from an earlier study are counted apart, unmeasured."
     out = {}
@@ -676,6 +698,7 @@ def study_inputs(cfg:StudyConfig, runs_dir:Path)->str:
             h.update(f'{j.name}/{name}:'.encode() + (hashlib.sha256(f.read_bytes()).digest() if f.exists() else b'-'))
     return h.hexdigest()[:16]
 
+# %% ../nbs/60_study.ipynb #53189d13
 def adopted_runs(cfg:StudyConfig, runs_dir:Path)->dict:
     "The runs of each model that came from an earlier study with their predictions alone: {model: {'runs', 'study', 'code'}}."
     out = {}
@@ -684,6 +707,7 @@ def adopted_runs(cfg:StudyConfig, runs_dir:Path)->dict:
             out.setdefault(j.model, {'runs': [], 'study': a['study'], 'code': a.get('code', {})})['runs'].append(j.name)
     return out
 
+# %% ../nbs/60_study.ipynb #710341be
 def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
     arms, classes = [a for a, *_ in study_arms(cfg)], sorted(audit.splits.label.unique())
