@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/07_package.ipynb #f5550167
+# %% ../nbs/07_package.ipynb #088ddcbf
 import importlib.abc, importlib.util, sys
 
 class _LayersAfterKeras(importlib.abc.MetaPathFinder):

@@ -57,11 +57,11 @@ def make_dataset(paths,                  # image files
                  labels,                 # integer class of each file
                  image_size:int=128,     # side of the square images, px
                  batch_size:int=32,
-                 shuffle:bool=False,     # training: a `Shuffled`, one order per epoch
+                 shuffle:bool=False,     # training: a Shuffled, one order per epoch
                  seed:int=0,             # shuffle seed
                  resize:str='pad',       # see fit_square
                  cache:str|Path|None='', # '' caches in memory, a path caches to that file, None not at all
-                )->tf.data.Dataset|Shuffled: # batches of (uint8 images, int32 labels); with `shuffle`, a function of the epoch giving them
+                )->tf.data.Dataset|Shuffled: # batches of (uint8 images, int32 labels); with shuffle, a function of the epoch giving them
     "A tf.data pipeline that decodes each image once, then caches, (shuffles,) batches and prefetches."
     paths, labels = [str(p) for p in paths], np.asarray(labels, dtype=np.int32)
     if len(paths) == 0: raise ValueError('no images to make a dataset from')

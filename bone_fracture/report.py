@@ -168,10 +168,10 @@ def results_table(results:dict,     # as summarise returns it, or read from resu
 
 # %% ../nbs/32_report.ipynb #07eeb30c
 def to_markdown(df:pd.DataFrame, index:bool=True)->str:
-    "A GitHub-flavoured Markdown table of `df` (a `|` in a cell escaped), each column's dashes as long as its longest cell (how pandoc sizes a wide table's columns)."
+    "A GitHub-flavoured Markdown table of `df` (a `|` in a cell escaped), each column's dashes as long as its longest cell, up to 60 (how pandoc sizes a wide table's columns)."
     t = df.reset_index() if index else df
     cells = [[str(c).replace('|', '\\|') for c in t.columns]] + [[str(v).replace('|', '\\|') for v in row] for row in t.itertuples(index=False)]
-    widths = [max(3, *(len(r[k]) for r in cells)) for k in range(len(t.columns))]
+    widths = [max(3, min(60, max(len(r[k]) for r in cells))) for k in range(len(t.columns))]   # capped: a long column does not starve the rest
     lines = ['| ' + ' | '.join(r) + ' |' for r in cells]
     return '\n'.join([lines[0], '|' + '|'.join('-' * w for w in widths) + '|'] + lines[1:]) + '\n'
 

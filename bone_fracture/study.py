@@ -364,7 +364,7 @@ def _pretraining(cv:dict, names:dict, arms:list, resamples:int)->str|None:
     return f"What pretraining gives, on the same images: {'; '.join(said)}." if said else None
 
 def study_sentences(results:dict, limits:bool=True,
-                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (`selection_bound`); None: said, not bounded
+                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (selection_bound); None: said, not bounded
                    )->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names, cfg = results['cross_validation'], results['names'], results['config']
@@ -879,8 +879,7 @@ def adopt_runs(cfg:StudyConfig,       # this study
             if asdict(source.config) != asdict(t) or list(theirs.columns) != list(splits.columns) or len(theirs) != len(splits) or \
                (theirs.astype(str).values != splits.astype(str).values).any(): continue   # another split of the data
             _link_tree(source.path, run.path); done.append(job.name); continue
-        if table is None or not job.split.startswith('fold'): continue
-        k = int(job.split[4:])
+        if table is None or (k := fold_of(job.split)) is None: continue   # the earlier study kept fold predictions only
         test = splits[splits.fold == k]
         if sorted(table.path[table.fold == k]) != sorted(test.path): continue     # other folds: nothing to adopt
         who = [results.get('names', {}).get(job.model, job.model), job.model]
@@ -910,7 +909,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
               adopt:str|None=None, # an earlier study folder: the runs it trained with the very same settings are taken, not retrained
               verbose='auto',      # Keras' progress display
               log=print,           # where progress lines go
-             )->dict|None:         # the results (None when `only` ran a slice)
+             )->dict|None:         # the results (None when only ran a slice)
     "Run the whole protocol into `out`: audit, every job, evaluation, report files; resumes whatever was done."
     out = Path(out)
     jobs = select_jobs(study_jobs(cfg), only)        # a slice that is not a job is refused before anything is written

@@ -35,7 +35,7 @@ def kept_row(history:pd.DataFrame,        # a run's history, one row per epoch
     return history.loc[values.idxmax() if 'acc' in monitor else values.idxmin()]
 
 # %% ../nbs/20_training.ipynb #c1bc9aac
-def plateau(history:pd.DataFrame,    # the epochs done so far, with the `monitor` column
+def plateau(history:pd.DataFrame,    # the epochs done so far, with the monitor column
             lr:float,                # the learning rate the run started with
             monitor:str='val_loss',  # lower loss, or higher accuracy, is better
             patience:int=10,         # early stopping's patience; the learning rate halves after half of it
@@ -103,7 +103,7 @@ class OneEpoch(keras.callbacks.Callback):
 
 # %% ../nbs/20_training.ipynb #c6bdf541
 def fit(model:keras.Model,         # a compiled model
-        train_ds, val_ds,          # training batches (a `Shuffled`, one order per epoch, or one dataset for every epoch) and validation batches
+        train_ds, val_ds,          # training batches (a Shuffled, one order per epoch, or one dataset for every epoch) and validation batches
         run:Run,                   # the run (or phase of a run) that keeps backup, model and history
         *,
         epochs:int=30,
@@ -111,7 +111,7 @@ def fit(model:keras.Model,         # a compiled model
         class_weight:dict|None=None,
         verbose='auto',            # Keras' progress display: 'auto', 0, 1 or 2
         monitor:str='val_loss',    # what the kept model, early stopping and the LR schedule watch ('plateau')
-        schedule:str='plateau',    # 'plateau': the best epoch by `monitor`, early stopping; 'cosine': every epoch, the last kept
+        schedule:str='plateau',    # 'plateau': the best epoch by monitor, early stopping; 'cosine': every epoch, the last kept
        )->pd.DataFrame:            # one row per finished epoch
     "Train `model` into `run` an epoch at a time, backing up after each; resumes exactly where an interrupted run stopped, and only reads back a finished one."
     if run.finished: return run.history
