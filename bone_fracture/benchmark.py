@@ -22,16 +22,17 @@ from .compute import build_state, compile_model, cpu_has_bf16, has_gpu, precisio
 from .data import atomic_write, audit_files, get_data, locked, scan_files
 from .demo import DEMO_CLASSES, make_demo_dataset
 from .experiment import build_model
+from .interpret import COLUMN_WIDTH, report_style
 from .pipeline import StudyData, make_dataset, study_data
 from .runs import MODELS, TrainConfig
 from .transfer import head_model, pooled_features, train_everything
 
 # %% auto #0
-__all__ = ['PIPELINES', 'CONV_TRANSPOSE', 'TRAIN_FLOPS', 'PAIR_BYTES', 'QUICK', 'Timing', 'timed', 'machine', 'class_folder',
-           'PythonBatches', 'epoch_times', 'pipeline_table', 'flops_per_image', 'bench_precisions', 'matmul_peak',
-           'model_throughput', 'model_table', 'phase1_timing', 'synthetic_dataset', 'audit_cost', 'growth', 'reach',
-           'audit_growth', 'epoch_seconds', 'first_step_seconds', 'first_step_table', 'BenchPlan', 'markdown_table',
-           'Bench', 'run_bench']
+__all__ = ['PIPELINES', 'CONV_TRANSPOSE', 'TRAIN_FLOPS', 'PAIR_BYTES', 'QUICK', 'PHASE1_COST', 'Timing', 'timed', 'machine',
+           'class_folder', 'PythonBatches', 'epoch_times', 'pipeline_table', 'flops_per_image', 'bench_precisions',
+           'matmul_peak', 'model_throughput', 'model_table', 'phase1_timing', 'synthetic_dataset', 'audit_cost',
+           'growth', 'reach', 'audit_growth', 'epoch_seconds', 'first_step_seconds', 'first_step_table', 'BenchPlan',
+           'markdown_table', 'Bench', 'run_bench', 'read_bench']
 
 # %% ../nbs/50_benchmark.ipynb #cd223a33
 def _num(v)->str: return f'{v:,.0f}' if abs(v) >= 100 else f'{v:.3g}'
@@ -499,6 +500,8 @@ class Bench:
             'epoch_seconds': _records(epoch_seconds(self.models, self.train_images)), 'first_step': _records(self.first_step)})
 
 # %% ../nbs/50_benchmark.ipynb #bbe71299
+PHASE1_COST = ['precision', 'size', 'train images', 'epochs', 'epoch on images (s)', 'extraction, once (s)', 'epoch on features (s)']
+
 @patch
 def markdown(self:Bench)->str:
     "bench.md: the machine, the targets, and every table, each figure the median (min–max) of its repeats."
@@ -523,7 +526,8 @@ def markdown(self:Bench)->str:
         '## 2. Models on random images in memory\n\nTraining FLOPs: 3x the forward pass. Peak: large matrix products in the same precision, this run.\n\n'
         + markdown_table(self.models[cols]),
         '### Mixed precision over float32, training\n\n' + (markdown_table(speedup) if len(speedup) else 'float32 only on this machine.'),
-        '## 3. Phase 1 on images and on cached features\n\n' + markdown_table(self.phase1),
+        '## 3. Phase 1 on images and on cached features\n\n' + markdown_table(self.phase1[PHASE1_COST]) + '\n\n'   # two tables: one would not fit a page
+        + markdown_table(self.phase1.drop(columns=PHASE1_COST[3:])),
         '## 4. How cost grows\n\n### The audit, synthetic images\n\n' + markdown_table(self.audit) + '\n\n' + grows,
         '### A training epoch against image size, seconds\n\n' + markdown_table(epoch_seconds(self.models, self.train_images)),
         '## The first step\n\n' + (markdown_table(self.first_step) if len(self.first_step) else 'Not measured in this plan.'),
@@ -531,29 +535,31 @@ def markdown(self:Bench)->str:
 
 # %% ../nbs/50_benchmark.ipynb #4746f1d8
 @patch
+@report_style
 def plot(self:Bench):
-    "bench.png: the pipelines by epoch, the fraction of peak, the audit's growth, and an epoch against image size."
-    fig, ax = plt.subplots(2, 2, figsize=(12, 8))
+    "bench.png, a page's column wide: the pipelines by epoch, the fraction of peak, the audit's growth, and an epoch against image size, one panel under another."
+    t = self.models.reset_index()
+    fig, ax = plt.subplots(4, 1, figsize=(COLUMN_WIDTH, 9 + 0.28 * len(t)), gridspec_kw={'height_ratios': (3, 1 + 0.1 * len(t), 3, 3)})
     for (size, name), r in self.pipelines.iterrows():
         v = [r[c] for c in r.index if c.split()[-1].isdigit()]
-        ax[0, 0].errorbar(range(1, len(v) + 1), [t.median for t in v], [[t.median - t.min for t in v], [t.max - t.median for t in v]],
-                          marker='o', capsize=3, label=f"{name.split(':')[0]}, {size} px")
-    ax[0, 0].set(yscale='log', xlabel='epoch', ylabel='images/s', title='Input pipelines', xticks=range(1, self.plan.epochs + 1)); ax[0, 0].legend(fontsize=7)
-    t = self.models.reset_index()
-    x = np.arange(len(t))
-    ax[0, 1].bar(x, [v.median for v in t['train of peak']], alpha=.8, label='training')
-    ax[0, 1].plot(x, [v.median for v in t['infer of peak']], 'o', color='C1', label='inference')
-    ax[0, 1].axhline(.7, ls='--', c='grey')
-    ax[0, 1].set_xticks(x, [f"{r.model} {r['size']}\n{r.precision.replace('mixed_', '')}{' xla' if r.xla else ''}" for _, r in t.iterrows()], fontsize=6, rotation=90)
-    ax[0, 1].set(ylabel='fraction of the matmul peak', title="Distance to the machine's limit"); ax[0, 1].legend(fontsize=7)
+        ax[0].errorbar(range(1, len(v) + 1), [t.median for t in v], [[t.median - t.min for t in v], [t.max - t.median for t in v]],
+                       marker='o', capsize=3, label=f"{name.split(':')[0]}, {size} px")
+    ax[0].set(yscale='log', xlabel='epoch', ylabel='images/s', title='Input pipelines', xticks=range(1, self.plan.epochs + 1)); ax[0].legend(fontsize=9)
+    y = np.arange(len(t))
+    ax[1].barh(y, [v.median for v in t['train of peak']], alpha=.8, label='training')
+    ax[1].plot([v.median for v in t['infer of peak']], y, 'o', color='C1', label='inference')
+    ax[1].axvline(.7, ls='--', c='grey')
+    ax[1].set_yticks(y, [f"{r.model} {r['size']} px, {r.precision.replace('mixed_', '')}{' xla' if r.xla else ''}" for _, r in t.iterrows()], fontsize=9)
+    ax[1].invert_yaxis()
+    ax[1].set(xlabel='fraction of the matmul peak (dashed: the target, 0.7)', title="Distance to the machine's limit"); ax[1].legend(fontsize=9, loc='lower right')
     n = self.audit.index.values
-    ax[1, 0].loglog(n, [v.median for v in self.audit['audit (s)']], 'o-', label=f"seconds, n^{self.audit_growth['time (s)']['exponent']:.2f}")
-    if self.audit['peak memory (MB)'].notna().all(): ax[1, 0].loglog(n, self.audit['peak memory (MB)'].astype(float), 's-', label='peak memory, MB')
-    ax[1, 0].set(xlabel='images', title='The audit against the number of images'); ax[1, 0].legend(fontsize=7)
+    ax[2].loglog(n, [v.median for v in self.audit['audit (s)']], 'o-', label=f"seconds, n^{self.audit_growth['time (s)']['exponent']:.2f}")
+    if self.audit['peak memory (MB)'].notna().all(): ax[2].loglog(n, self.audit['peak memory (MB)'].astype(float), 's-', label='peak memory, MB')
+    ax[2].set(xlabel='images', ylabel='seconds; MB', title='The audit against the number of images'); ax[2].legend(fontsize=9)
     for (m, p, xla), row in epoch_seconds(self.models, self.train_images).drop(columns='exponent').iterrows():
-        ax[1, 1].plot(row.index, row.values, 'o-', label=f"{m} {p}{' xla' if xla else ''}")
-    ax[1, 1].set(xscale='log', yscale='log', xlabel='image side, px', ylabel=f'seconds per epoch of {self.train_images} images',
-                 title='A training epoch against image size'); ax[1, 1].legend(fontsize=6)
+        ax[3].plot(row.index, row.values, 'o-', label=f"{m} {p}{' xla' if xla else ''}")
+    ax[3].set(xscale='log', yscale='log', xlabel='image side, px', ylabel=f'seconds an epoch\n({self.train_images} images)',
+              title='A training epoch against image size'); ax[3].legend(fontsize=9, ncol=2)
     fig.tight_layout()
     return fig
 
@@ -585,3 +591,16 @@ def run_bench(data='demo',        # images of the pipeline and phase-1 measureme
         atomic_write(out/'bench.png', write=lambda p: fig.savefig(p, format='png', dpi=100))
         plt.close(fig)
     return summary
+
+# %% ../nbs/50_benchmark.ipynb #048c0ddb
+def read_bench(path)->Bench:
+    "The `Bench` whose bench.json is at `path`: its tables back as DataFrames of `Timing`s, indexed as `run_bench` made them."
+    b = json.loads(Path(path).read_text())
+    cell = lambda v: Timing(**v) if isinstance(v, dict) and set(v) == {'median', 'min', 'max', 'repeats'} else (np.nan if v is None else v)
+    table = lambda rows, index: pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in rows]).set_index(index)
+    at_sizes = lambda v: {**v, 'at': {int(n): x for n, x in v['at'].items()}} if isinstance(v, dict) and 'at' in v else v   # JSON keys are strings
+    first = table(b['first_step'], 'model') if b['first_step'] else pd.DataFrame(columns=['lazy (s)', 'build_state first (s)', 'saved']).rename_axis('model')
+    return Bench(BenchPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in b['plan'].items()}), b['machine'], b['data'], b['train images'],
+                 b['seconds'], b['load average after (1 min)'], table(b['pipelines'], ['size', 'pipeline']),
+                 table(b['models'], ['model', 'precision', 'xla', 'size']), table(b['phase1'], 'model'), table(b['audit'], 'images'),
+                 {k: at_sizes(v) for k, v in b['audit_growth'].items()}, first)
