@@ -803,13 +803,14 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     import matplotlib.pyplot as plt
     (out/'results.json').unlink(missing_ok=True)          # no results.json beside half-written figures
     models, names = results.get('arms') or results['config']['models'].split(','), results['names']
-    pred = table[['path', 'label', 'group', 'fold']].copy()
+    cols = {}
     for name in prediction_sets(table):
         stack = seed_probs(table, name, classes)
         for s, probs in enumerate(stack):
             who = names.get(name, name) + (f', seed {s + 1}' if len(stack) > 1 else '')   # 'VGG16 (ImageNet→HED edges), frozen, seed 2'
-            pred[f'{who}: predicted'] = np.array(classes)[probs.argmax(1)]
-            for i, c in enumerate(classes): pred[f'{who}: p({c})'] = probs[:, i].round(4)
+            cols[f'{who}: predicted'] = np.array(classes)[probs.argmax(1)]
+            cols |= {f'{who}: p({c})': probs[:, i].round(4) for i, c in enumerate(classes)}
+    pred = pd.concat([table[['path', 'label', 'group', 'fold']], pd.DataFrame(cols, index=table.index)], axis=1)   # one frame, not a column at a time
     atomic_write(out/'predictions.csv', pred.to_csv(index=False))
     figures = {'metrics.png': plot_study_metrics(results), 'folds.png': plot_fold_spread(folds, names),
                'calibration.png': plot_study_calibration(table, classes, models, names),
