@@ -16,8 +16,9 @@ from .data import UserError
 from .metrics import expected_calibration_error, reliability
 
 # %% auto #0
-__all__ = ['COLUMN_WIDTH', 'REPORT_STYLE', 'report_style', 'plot_curves', 'plot_confusion', 'plot_reliability', 'GradCamError',
-           'last_conv_layer', 'gradcam_layer', 'grad_cam', 'overlay', 'pick_gradcam_images', 'plot_gradcam']
+__all__ = ['COLUMN_WIDTH', 'REPORT_STYLE', 'report_style', 'legend_beneath', 'plot_curves', 'plot_confusion', 'plot_reliability',
+           'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam', 'overlay', 'pick_gradcam_images',
+           'plot_gradcam']
 
 # %% ../nbs/31_interpret.ipynb #915e0c2e
 COLUMN_WIDTH = 7.0   # inches: at 100 dpi, the site's text column
@@ -30,6 +31,12 @@ def report_style(plot):
     def draw(*args, **kwargs):
         with plt.rc_context(REPORT_STYLE): return plot(*args, **kwargs)
     return draw
+
+def legend_beneath(fig, handles, labels, ncol:int=2, **kwargs):
+    "The figure's legend in rows of `ncol` beneath its panels, which shrink to leave it room: it covers no bar or curve."
+    fig.legend(handles, labels, loc='lower center', ncol=ncol, frameon=False, **kwargs)
+    rows = math.ceil(len(labels) / ncol) + ('title' in kwargs)
+    fig.tight_layout(rect=(0, (0.3 * rows + 0.3) / fig.get_figheight(), 1, 1))
 
 # %% ../nbs/31_interpret.ipynb #a9523e93
 @report_style
@@ -52,9 +59,8 @@ def plot_curves(histories:dict, # run name -> its history (Run.history): one row
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_xlim(0.5, max(map(len, histories.values())) + 0.5)   # whole epochs, even for a run of one
     axes[1].set_xlabel('epoch')
-    fig.legend(*axes[1].get_legend_handles_labels(), loc='lower center', ncol=2, frameon=False)
     if title: fig.suptitle(title)
-    fig.tight_layout(rect=(0, (0.3 * math.ceil(len(histories) / 2) + 0.3) / fig.get_figheight(), 1, 1))   # the legend beneath, over no curve
+    legend_beneath(fig, *axes[1].get_legend_handles_labels())
     return fig
 
 # %% ../nbs/31_interpret.ipynb #6bebfef7

@@ -17,7 +17,7 @@ import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
-from .interpret import COLUMN_WIDTH, pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability, report_style
+from .interpret import COLUMN_WIDTH, pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability, report_style, legend_beneath
 from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
     leak_inflation, rounded
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
@@ -218,8 +218,7 @@ def plot_metric_bars(results:dict,
         ax.set_xticks(np.arange(len(sets)), [s.replace('_', '\n') for s in sets])
         ax.set(title=k.replace('_', ' '), ylabel='value (95 % CI)' if ax in axes[:, 0] else '')
     handles = dict(zip(*axes[0, 0].get_legend_handles_labels()[::-1]))
-    fig.legend(handles.values(), handles.keys(), loc='lower center', ncol=len(handles), frameon=False, title='dotted: chance')
-    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 1))   # the legend beneath the panels
+    legend_beneath(fig, list(handles.values()), list(handles.keys()), ncol=len(handles), title='dotted: chance')
     return fig
 
 # %% ../nbs/32_report.ipynb #a5cc95e1

@@ -13,7 +13,7 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
-from .interpret import COLUMN_WIDTH, report_style
+from .interpret import COLUMN_WIDTH, legend_beneath, report_style
 from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
     paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
@@ -433,8 +433,7 @@ def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
         ax.set_yticks(range(len(models)), [names[m] for m in models]); ax.invert_yaxis()   # the first arm on top, as in the tables
         ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
         ax.set(xlabel=f"{k.replace('_', ' ')}, out-of-fold (bar: 95 % cluster CI)", xlim=(0, max(max(hi), *(s[b]['metrics'][k] for b in BASELINES)) * 1.15))
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc='lower center', ncol=len(BASELINES), frameon=False)
-    fig.tight_layout(rect=(0, 0.4 / fig.get_figheight(), 1, 1))   # the baselines' legend beneath both panels, over no bar
+    legend_beneath(fig, *axes[0, 0].get_legend_handles_labels(), ncol=len(BASELINES))
     return fig
 
 # %% ../nbs/60_study.ipynb #e9d77edc
@@ -496,8 +495,7 @@ def plot_study_f1(results:dict):
     import matplotlib.pyplot as plt
     s, names = results['cross_validation']['scores'], results['names']
     classes = list(next(iter(s.values()))['per_class_f1'])
-    legend = 0.3 * math.ceil(len(s) / 2) + 0.3                    # inches, for the legend beneath the axes
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.12 * len(classes) * len(s) + 1.5 + legend))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.12 * len(classes) * len(s) + 1.8 + 0.3 * math.ceil(len(s) / 2)))   # room for the legend
     offsets = np.linspace(-0.32, 0.32, len(s))
     for off, (m, v) in zip(offsets, s.items()):
         f1 = np.array([v['per_class_f1'][c] for c in classes]); lo, hi = np.array([v['per_class_f1_ci95'][c] for c in classes]).T
@@ -506,8 +504,7 @@ def plot_study_f1(results:dict):
     ax.set_yticks(range(len(classes)), classes); ax.invert_yaxis()
     for k in range(len(classes) - 1): ax.axhline(k + 0.5, color='0.9', lw=1)    # one band a class
     ax.set(xlabel='F1 out-of-fold (line: 95 % cluster CI)', xlim=(0, 1), ylim=(len(classes) - 0.5, -0.5))
-    fig.legend(*ax.get_legend_handles_labels(), loc='lower center', ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, legend / fig.get_figheight(), 1, 1))
+    legend_beneath(fig, *ax.get_legend_handles_labels())
     return fig
 
 # %% ../nbs/60_study.ipynb #1203cd69
