@@ -69,7 +69,7 @@ def train(out:str='runs/custom',  # run directory; run again with the same one t
 # %% ../nbs/90_cli.ipynb #7eeb9f3e
 def study(out:str='runs/study',      # the study folder: run again with the same one to resume
           preset:str='demo',         # 'demo' (built-in data, minutes), 'cpu' (real data, 2 cores) or 'gpu' (Colab)
-          only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official' or 'resnet50'
+          only:str='',               # run only these jobs, e.g. 'vgg16:2', 'custom:official', 'custom:search' or 'resnet50'
           adopt:str='',              # an earlier study folder: its runs with the very same settings are taken, not retrained
           **config):                 # any field of StudyConfig, overriding the preset
     "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."

@@ -10,10 +10,11 @@ from scipy import stats
 from sklearn import metrics as skm
 
 # %% auto #0
-__all__ = ['HEADLINE', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability', 'expected_calibration_error',
-           'class_f1', 'headline_from_confusion', 'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions',
-           'group_resamples', 'seed_resamples', 'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci',
-           'paired_cluster_bootstrap', 'holm', 'selection_bound', 'rounded', 'leak_inflation']
+__all__ = ['HEADLINE', 'CALIBRATION', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability',
+           'expected_calibration_error', 'tempered', 'fit_temperature', 'class_f1', 'headline_from_confusion',
+           'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions', 'group_resamples', 'seed_resamples',
+           'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
+           'calibration_ci', 'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -79,6 +80,26 @@ def expected_calibration_error(y,            # true class of each image
     "Mean |accuracy - confidence| over the confidence bins, weighted by their images."
     t = reliability(y, probs, bins)
     return float((t.images * (t.accuracy - t.confidence).abs()).sum() / t.images.sum())
+
+# %% ../nbs/30_metrics.ipynb #7b9bbf52
+def tempered(probs,        # predicted probabilities, one column per class (or a stack: (..., images, classes))
+             t:float,      # the temperature: above 1 softens, below 1 sharpens
+            )->np.ndarray: # probabilities of the same shape
+    "Probabilities rescaled by a temperature: softmax(log(probs) / t); t = 1 gives them back."
+    z = np.log(np.clip(np.asarray(probs, dtype='float64'), 1e-15, None)) / t
+    e = np.exp(z - z.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+# %% ../nbs/30_metrics.ipynb #9c0ebeca
+def fit_temperature(y,                   # true class of each image
+                    probs,               # predicted probabilities, one column per class
+                    bounds=(0.01, 100.0), # the temperatures searched (a network from random weights can need 20 or more)
+                   )->float:             # the temperature that fits these images best
+    "Temperature scaling (Guo et al. 2017): the one number t that minimises the log-loss of `tempered(probs, t)` on these images."
+    from scipy.optimize import minimize_scalar
+    y, probs = np.asarray(y), np.asarray(probs, dtype='float64')
+    nll = lambda t: -np.log(np.clip(tempered(probs, t)[np.arange(len(y)), y], 1e-15, None)).mean()
+    return float(minimize_scalar(nll, bounds=bounds, method='bounded').x)
 
 # %% ../nbs/30_metrics.ipynb #8bb14967
 def class_f1(cm, # confusion matrix (rows true, columns predicted), or a stack of them (..., k, k)
@@ -223,6 +244,34 @@ def holm(p_values)->np.ndarray:
     adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     out = np.empty_like(p); out[order] = np.minimum(adjusted, 1.0)
     return out
+
+# %% ../nbs/30_metrics.ipynb #77a72e43
+CALIBRATION = ('ece', 'brier', 'log_loss')   # calibration_ci's rows
+
+def calibration_ci(y, probs,           # true classes, predicted probabilities ((images, k), or (seeds, images, k))
+                   groups,             # audit group of each image: the unit that is resampled
+                   bins:int=15,        # equal-width bins of the top probability for the ECE, as in reliability
+                   n_resamples:int=2000, level:float=0.95, seed:int=0,
+                  )->pd.DataFrame:     # one row per CALIBRATION number: value (the mean over seeds), low, high
+    "ECE, Brier score and log-loss, each with its percentile interval over resamples of whole audit groups and of seeds."
+    probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
+    stacked = probs if probs.ndim == 3 else probs[None]
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    edges = np.linspace(0, 1, bins + 1)
+    def per_image(p):   # (images, 3 + 3 bins): one, Brier, -log p(true), then per bin: the image, its confidence, whether right
+        conf, right = p.max(1), (p.argmax(1) == y).astype(float)
+        hot = np.eye(bins)[np.clip(np.searchsorted(edges, conf, side='left') - 1, 0, bins - 1)]
+        brier = ((p - np.eye(p.shape[1])[y]) ** 2).sum(1)
+        return np.column_stack([np.ones(len(y)), brier, -np.log(np.clip(p[np.arange(len(y)), y], 1e-15, None)), hot, hot * conf[:, None], hot * right[:, None]])
+    sums = np.stack([np.stack([np.bincount(g, weights=c, minlength=g.max() + 1) for c in per_image(p).T], 1) for p in stacked])  # (seeds, groups, m)
+    def stat(t):        # sums (..., m) -> (..., 3)
+        n = t[..., 0]
+        ece = np.abs(t[..., 3 + 2 * bins:] - t[..., 3 + bins:3 + 2 * bins]).sum(-1) / n
+        return np.stack([ece, t[..., 1] / n, t[..., 2] / n], -1)
+    boot = stat(np.einsum('rg,sgm->rsm', group_resamples(sums.shape[1], n_resamples, seed), sums))
+    boot = np.einsum('rs,rsm->rm', seed_resamples(len(stacked), n_resamples, seed), boot)
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return pd.DataFrame({'value': stat(sums.sum(1)).mean(0), 'low': low, 'high': high}, index=list(CALIBRATION))
 
 # %% ../nbs/30_metrics.ipynb #e0e8ab5b
 def selection_bound(scores:pd.DataFrame,  # one row per run: the candidate's columns, the cluster and the score

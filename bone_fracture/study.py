@@ -14,20 +14,20 @@ import pandas as pd
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
 from .interpret import COLUMN_WIDTH, legend_beneath, report_style
-from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, per_class_f1_ci, holm, leak_inflation, \
+from .metrics import HEADLINE, CALIBRATION, calibration_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, holm, leak_inflation, tempered, \
     paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
 # %% auto #0
-__all__ = ['PRESETS', 'BASELINES', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job', 'study_jobs', 'select_jobs',
-           'job_predictions', 'baseline_probs', 'study_arms', 'seed_column', 'oof_table', 'prediction_sets',
-           'seed_probs', 'probs_of', 'mean_metrics', 'score_table', 'fold_scores', 'leak_scores', 'display_name',
-           'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
-           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
-           'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary',
-           'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame',
-           'paired_frame', 'folds_frame', 'leak_frame', 'study_markdown', 'write_study', 'check_weights',
-           'training_changes', 'adopt_runs', 'run_study']
+__all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job',
+           'study_jobs', 'select_jobs', 'tuned_settings', 'job_predictions', 'baseline_probs', 'study_arms',
+           'seed_column', 'oof_table', 'prediction_sets', 'seed_probs', 'probs_of', 'mean_metrics', 'fold_tempered',
+           'score_table', 'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics',
+           'plot_fold_spread', 'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves',
+           'gradcam_shown', 'run_gradcam', 'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs',
+           'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study',
+           'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'calibration_frame',
+           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -52,13 +52,16 @@ class StudyConfig:
     resamples:int = 2000               # cluster-bootstrap resamples for intervals and paired tests (evaluation only)
     seeds:int = 1                      # training seeds per fold and model (initialisation, augmentation, batch order); the folds stay
     recipes:dict = field(default_factory=dict) # per model, what differs from the shared budget: TrainConfig fields, and 'seeds'
+    tune:dict = field(default_factory=dict)    # per model, one setting chosen on fold 0's inner validation among candidates: {"custom": {"lr": [3e-4, 1e-3, 3e-3]}}
+    untuned:str = ''                   # models whose settings were carried over, not tuned (comma-separated): named so, and compared with no other architecture
 
     EVALUATION = ('resamples',)        # settings that change no training run: a finished study may be evaluated again with others
 
     def __post_init__(self):
-        if isinstance(self.recipes, str):   # from the command line: JSON
-            try: self.recipes = json.loads(self.recipes)
-            except json.JSONDecodeError as e: raise ConfigError(f'recipes must be a JSON object, not {self.recipes!r} ({e.msg})') from None
+        for name in ('recipes', 'tune'):
+            if isinstance(v := getattr(self, name), str):   # from the command line: JSON
+                try: setattr(self, name, json.loads(v))
+                except json.JSONDecodeError as e: raise ConfigError(f'{name} must be a JSON object, not {v!r} ({e.msg})') from None
         if not self.model_list: raise ConfigError('models must name at least one architecture')
         self.models = ','.join(self.model_list)   # 'custom, vgg16' is 'custom,vgg16' everywhere after
         if bad := [m for m in self.model_list if m.partition('@')[0] not in MODELS or m.startswith('custom@')]:
@@ -75,20 +78,49 @@ class StudyConfig:
             if not (isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100): raise ConfigError(f'seeds of {m} must be a whole number from 1 to 100, not {n!r}')
             try: self.train_config(m, 'fold0')   # every other value is checked by TrainConfig itself
             except TypeError as e: raise ConfigError(f'recipes of {m}: {e}') from None
+        self.check_tune()
+        if unknown := sorted(set(self.untuned_models) - set(self.model_list)): raise ConfigError(f"untuned names models the study does not have: {', '.join(unknown)}")
+
+    def check_tune(self):
+        "Each tuned model: a model of the study, one numeric TrainConfig setting, two to five distinct candidates, each a valid value."
+        if not isinstance(self.tune, dict): raise ConfigError('tune must map a model to one setting and its candidates, like {"custom": {"lr": [3e-4, 1e-3, 3e-3]}}')
+        if unknown := sorted(set(self.tune) - set(self.model_list)): raise ConfigError(f"tune names models the study does not have: {', '.join(unknown)}")
+        for m, spec in self.tune.items():
+            if not (isinstance(spec, dict) and len(spec) == 1): raise ConfigError(f'tune of {m} must name one setting and its candidates, like {{"lr": [3e-4, 1e-3, 3e-3]}}')
+            (f, values), = spec.items()
+            if f not in {x.name for x in fields(TrainConfig)} or f in ('model', 'data', 'split', 'seed', 'folds'):
+                raise ConfigError(f'tune of {m}: {f!r} is not a setting of a training run')
+            if not (isinstance(values, list) and 2 <= len(values) <= 5 and len(set(map(str, values))) == len(values)
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)):
+                raise ConfigError(f'tune of {m}: {f} needs two to five distinct numbers, not {values!r}')
+            for v in values: self.train_config(m, 'fold0', **{f: v})   # each candidate checked by TrainConfig
+
+    @property
+    def untuned_models(self)->list: return [m.strip() for m in str(self.untuned).split(',') if m.strip()]
 
     @property
     def model_list(self)->list: return [m.strip() for m in str(self.models).split(',') if m.strip()]
 
     def seeds_of(self, model:str)->int: return self.recipes.get(model, {}).get('seeds', self.seeds)
 
-    def train_config(self, model:str, split:str, seed:int=0)->TrainConfig:
-        "The `TrainConfig` of one model on one split with its `seed`-th training seed: the shared budget, then the model's recipe."
+    def train_config(self, model:str, split:str, seed:int=0, **changes)->TrainConfig:
+        "The `TrainConfig` of one model on one split with its `seed`-th training seed: the shared budget, then the model's recipe, then `changes`."
         arch, _, weights = model.partition('@')
         shared = dict(model=arch, data=self.data, split=split, image_size=self.image_size, batch_size=self.batch_size,
                       epochs=self.epochs, schedule=self.schedule, lr=getattr(self, f'lr_{arch}'), weights=weights or self.weights,
                       fine_tune_epochs=self.fine_tune_epochs, fine_tune_lr=self.fine_tune_lr, folds=self.folds,
                       patience=max(1, self.epochs), precision=self.precision, seed=self.seed, init_seed=self.seed + seed if seed else -1)
-        return TrainConfig(**shared | {k: v for k, v in self.recipes.get(model, {}).items() if k != 'seeds'})
+        return TrainConfig(**shared | {k: v for k, v in self.recipes.get(model, {}).items() if k != 'seeds'} | changes)
+
+    def job_config(self, job)->TrainConfig:
+        "The `TrainConfig` of a `Job`: its model on its split with its seed, and the candidate setting it tries, if it is one of a search."
+        return self.train_config(job.model, job.split, job.seed, **dict([job.setting] if job.setting else []))
+
+    def with_chosen(self, tuned:dict)->'StudyConfig':
+        "This study with each tuned model's chosen value (`tuned` as `tuned_settings` gives it) written into its recipe: what its runs train with."
+        recipes = {m: dict(r) for m, r in self.recipes.items()}
+        for m, t in tuned.items(): recipes.setdefault(m, {})[t['setting']] = t['chosen']
+        return replace(self, recipes=recipes)
 
 # %% ../nbs/60_study.ipynb #836842b3
 PRESETS = {
@@ -105,7 +137,11 @@ PRESETS = {
                           # features with the shared 100-epoch cosine at 1e-3 (a linear probe: seconds); phase 2: block5 unfrozen
                           # (the head already trained, so a step 10x Keras' whole-network 1e-5), 6 epochs (~100 CPU s each at 128 px:
                           # what the 12-hour budget allows for 18 runs), the epoch kept by validation loss on the fold's carve-out
-                          'vgg16@hed': dict(image_size=128, head='last3', lr=1e-3, fine_tune_epochs=6, fine_tune_lr=1e-4, unfreeze=1)}),
+                          'vgg16@hed': dict(image_size=128, head='last3', lr=1e-3, fine_tune_epochs=6, fine_tune_lr=1e-4, unfreeze=1)},
+                 # the learning rate each tuned arm trains with, chosen on fold 0's validation part among its value and a third and
+                 # three times it (three runs each); VGG16 and ResNet50 from random weights keep the rates of earlier 20-epoch runs
+                 # (3 x ~50 CPU minutes a search did not fit the budget), so they are compared with no other architecture
+                 tune={'custom': {'lr': [3e-4, 1e-3, 3e-3]}, 'vgg16@hed': {'fine_tune_lr': [3e-5, 1e-4, 3e-4]}}, untuned='vgg16,resnet50'),
     'gpu':  dict(folds=5, image_size=224, epochs=20, batch_size=32, weights='imagenet', lr_vgg16=1e-3, lr_resnet50=1e-3,
                  fine_tune_epochs=10, fine_tune_lr=1e-5, precision='auto', seeds=3),
 }
@@ -123,15 +159,16 @@ def study_config(preset:str='demo', **overrides)->StudyConfig:
 # %% ../nbs/60_study.ipynb #390cd7a1
 @dataclass
 class Job:
-    "One training run of the study: a model on a split, with its `seed`-th training seed."
-    model:str; split:str; seed:int = 0
+    "One training run of the study: a model on a split, with its `seed`-th training seed; in a search, with one `setting` (name, value) tried."
+    model:str; split:str; seed:int = 0; setting:tuple = ()
     @property
-    def name(self)->str: return f'{self.model}-{self.split}' + (f'-seed{self.seed}' if self.seed else '')
+    def name(self)->str:   # 'custom-fold2-seed1'; a search's 'custom-fold0-lr0.003'
+        return f'{self.model}-{self.split}' + (f'-{self.setting[0]}{self.setting[1]:g}' if self.setting else '') + (f'-seed{self.seed}' if self.seed else '')
 
 # %% ../nbs/60_study.ipynb #4f2626ba
 def study_jobs(cfg:StudyConfig)->list[Job]:
-    "Seed by seed: every model on every fold, then (the first seed, if `cfg.official`) every model on the official split."
-    jobs = []
+    "The search of each tuned model (its candidates on fold 0, first seed) first; then seed by seed: every model on every fold, then (the first seed, if `cfg.official`) every model on the official split."
+    jobs = [Job(m, 'fold0', 0, (f, v)) for m, spec in cfg.tune.items() for f, values in spec.items() for v in values]
     for s in range(max(map(cfg.seeds_of, cfg.model_list))):
         jobs += [Job(m, f'fold{k}', s) for m in cfg.model_list if s < cfg.seeds_of(m) for k in range(cfg.folds)]
         if s == 0 and cfg.official: jobs += [Job(m, 'official') for m in cfg.model_list]
@@ -139,13 +176,26 @@ def study_jobs(cfg:StudyConfig)->list[Job]:
 
 # %% ../nbs/60_study.ipynb #72e71ede
 def select_jobs(jobs:list[Job], only:str|None)->list[Job]:
-    "The jobs `only` names ('vgg16:2', 'custom:official', 'resnet50', 'vgg16@hed:0'; every seed of each), or all of them."
+    "The jobs `only` names ('vgg16:2', 'custom:official', 'custom:search', 'resnet50', 'vgg16@hed:0'; every seed of each), or all of them."
     if not only: return jobs
     model, _, part = only.partition(':')
-    split = part if part in ('', 'official') else f'fold{part}' if part.isdigit() else None
-    chosen = [j for j in jobs if j.model == model and (not split or j.split == split)]
+    split = part if part in ('', 'official', 'search') else f'fold{part}' if part.isdigit() else None
+    chosen = [j for j in jobs if j.model == model and (not split or (bool(j.setting) if split == 'search' else j.split == split and not j.setting))]
     if split is None or not chosen: raise ConfigError(f"--only must name a job of this study, like {jobs[0].model}:0 or {jobs[-1].model}:official, not {only!r}")
     return chosen
+
+# %% ../nbs/60_study.ipynb #562c2849
+def tuned_settings(cfg:StudyConfig, runs_dir:Path)->dict:
+    "Each tuned model whose search has finished: its candidates' validation accuracy and loss on fold 0, and the chosen value (best accuracy, then lower loss)."
+    out = {}
+    for m, spec in cfg.tune.items():
+        (f, values), = spec.items()
+        runs = [Run(runs_dir/Job(m, 'fold0', 0, (f, v)).name) for v in values]
+        if not all(r.finished for r in runs): continue
+        rows = [{'value': v, 'val_accuracy': r.info['val_accuracy'], 'val_loss': r.info['val_loss']} for v, r in zip(values, runs)]
+        best = min(rows, key=lambda r: (-r['val_accuracy'], r['val_loss']))
+        out[m] = {'setting': f, 'candidates': rows, 'chosen': best['value'], 'val_images': runs[0].info['images']['val']}
+    return out
 
 # %% ../nbs/60_study.ipynb #288d67ba
 def job_predictions(run:Run, root, name:str='best.keras')->pd.DataFrame:
@@ -217,6 +267,18 @@ def mean_metrics(y, probs:np.ndarray)->dict:
     "`classification_metrics` of each seed's probabilities (seeds, images, classes), averaged over the seeds."
     return pd.DataFrame([classification_metrics(y, p) for p in probs]).mean().to_dict()
 
+# %% ../nbs/60_study.ipynb #650d8f4b
+CALIBRATION_BINS = 15   # equal-width bins of the top probability for a study's ECE
+
+def fold_tempered(y, probs:np.ndarray, folds)->tuple[np.ndarray, np.ndarray]:
+    "Each fold's probabilities (every seed's) at the temperature fitted on the other folds' held-out images, and those temperatures (seeds, folds): no image is scaled by a fit it took part in."
+    out, temps = np.empty_like(probs, dtype='float64'), np.zeros((len(probs), len(np.unique(folds))))
+    for s, p in enumerate(probs):
+        for i, k in enumerate(np.unique(folds)):
+            temps[s, i] = fit_temperature(y[folds != k], p[folds != k])
+            out[s, folds == k] = tempered(p[folds == k], temps[s, i])
+    return out, temps
+
 # %% ../nbs/60_study.ipynb #cec0f9f0
 def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
     "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class, each with its Holm-adjusted p-value and interval."
@@ -232,6 +294,13 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
                         'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
                         'per_class_f1': {c: rounded(r.value) for c, r in f1.iterrows()},
                         'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
+    for name in models:                                            # calibration, as it is and after temperature scaling fitted elsewhere
+        probs = seed_probs(table, name, classes)
+        scaled, temps = fold_tempered(y, probs, table.fold.values)
+        for key, p in (('calibration', probs), ('calibration_scaled', scaled)):
+            c = calibration_ci(y, p, groups, CALIBRATION_BINS, n_resamples, seed=seed)
+            scores[name][key] = {k: [rounded(c.loc[k, 'value']), rounded(c.loc[k, 'low']), rounded(c.loc[k, 'high'])] for k in CALIBRATION}
+        scores[name]['temperature'] = rounded(float(np.mean(temps)), 3)
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
     preds = lambda a, b: (seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1))
@@ -346,6 +415,28 @@ def _recipe(s:dict, models:list, names:dict, bound:float|None)->str:
     if beyond: out += f"{';' if within else ':'} its lead over {_and(beyond)} is larger than that"
     return out + '.'
 
+def _settings(results:dict)->str|None:
+    "How each tuned setting was chosen (on fold 0's validation part, with every candidate's accuracy), and which arms kept settings carried over, not tuned."
+    names, said = results['names'], []
+    for m, t in results.get('tuning', {}).items():
+        tried = _and(f"{c['value']:g} ({100 * c['val_accuracy']:.1f} %)" for c in t['candidates'])
+        arms = [n for a, n in names.items() if a.partition(':')[0] == m and not (a.endswith(':frozen') and t['setting'].startswith('fine_tune'))]
+        said.append(f"{_and(arms)}: {t['setting']} {t['chosen']:g}, chosen among {tried} "
+                    f"by accuracy on the {t['val_images']} validation images carved from fold 0's training part")
+    if untuned := results.get('untuned'):
+        said.append(f"{_and(names[a] for a in untuned)}: settings carried over from earlier runs, not tuned, so no verdict "
+                    f"here compares {'its' if len(untuned) == 1 else 'their'} architecture with another")
+    return f"How the settings were set, never on a test image: {'; '.join(said)}; every other setting was fixed before the study (the budget)." if said else None
+
+def _calibration(cv:dict, names:dict, models:list)->str|None:
+    "How far each arm's probabilities can be believed: its ECE with the interval, before and after temperature scaling fitted on the other folds."
+    ece = lambda c: f"{100 * c['ece'][0]:.1f} % (95 % CI {100 * c['ece'][1]:.1f} to {100 * c['ece'][2]:.1f})"
+    said = [f"{names[m]} {ece(c['calibration'])}, {ece(c['calibration_scaled'])} at temperature {c['temperature']:.1f}"
+            for m in models if 'calibration' in (c := cv['scores'][m])]
+    return (f"Calibration, as the expected calibration error over {CALIBRATION_BINS} bins of the top probability, before and after "
+            f"temperature scaling (each fold scaled by the temperature fitted on the other folds' held-out images; no predicted class "
+            f"changes): {'; '.join(said)}. Brier scores and log-losses are in the tables.") if said else None
+
 def _versus(t:dict, a:str, names:dict, resamples:int)->str:
     "'A is more accurate than B (+d points, CI; p)', or 'A and B cannot be told apart (...)': the words follow the Holm-adjusted interval."
     other, sign = (t['b'], 1) if t['a'] == a else (t['a'], -1)
@@ -383,9 +474,16 @@ def study_sentences(results:dict, limits:bool=True,
            f"{_and(level)} on these images (below)." if acc(best) > acc(base) else
            f"{over}, no model is more accurate than {what}, at {bar}: the best of them, {who}, reach{'es' if len(tied) == 1 else ''} {scored}."]
     within = lambda other: best == 'custom' and other in models and (recipe_bound is None or acc(best) - acc(other) <= recipe_bound)
-    out += [_lead(t, best, names, cfg['resamples'], within(other), recipe_bound is not None) for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
+    untuned = set(results.get('untuned', []))
+    judged = lambda other: not ({best, other} & untuned) or best.partition('@')[0] == other.partition('@')[0] or other == base   # no architecture verdict through an untuned arm
+    out += [_lead(t, best, names, cfg['resamples'], within(other), recipe_bound is not None) if judged(other) else
+            f"Against {names[other]}, no verdict: {names[best] if best in untuned else 'its'} settings were carried over, not tuned "
+            f"({100 * (t['difference'] if t['a'] == best else -t['difference']):+.1f} points)."
+            for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
     if (k := len(cv['paired'])) > 1: out.append(f"Each interval is a 95 % interval on its own; the p-values are adjusted (Holm) for all {k} comparisons.")
     if (pretrained := _pretraining(cv, names, models, cfg['resamples'])): out.append(pretrained)
+    if (how := _settings(results)): out.append(how)
+    if (cal := _calibration(cv, names, models)): out.append(cal)
     if 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))   # with no bound, still said: the recipe was chosen on these images
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
         out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
@@ -622,10 +720,11 @@ def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log
     for i, job in enumerate(jobs, 1):
         where = f"fold {fold_of(job.split)}/{cfg.folds}" if fold_of(job.split) is not None else 'official split'
         seed = f', seed {job.seed + 1}/{cfg.seeds_of(job.model)}' if cfg.seeds_of(job.model) > 1 else ''
-        log(f'[{i}/{len(jobs)}] {job.model} {where}{seed}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
-        train_run(cfg.train_config(job.model, job.split, job.seed), runs_dir/job.name, verbose=verbose, audit=audit)
-        if job.split == 'fold0':   # the Grad-CAM figure's maps, kept in the run while its model files are still on this machine
-            run, t = Run(runs_dir/job.name), cfg.train_config(job.model, job.split, job.seed)
+        tried = f', search: {job.setting[0]} {job.setting[1]:g}' if job.setting else ''
+        log(f'[{i}/{len(jobs)}] {job.model} {where}{seed}{tried}' + (' (finished)' if Run(runs_dir/job.name).finished else ''))
+        train_run(cfg.job_config(job), runs_dir/job.name, verbose=verbose, audit=audit)
+        if job.split == 'fold0' and not job.setting:   # the Grad-CAM figure's maps, kept in the run while its model files are still on this machine
+            run, t = Run(runs_dir/job.name), cfg.job_config(job)
             for _, m, file in [a for a in study_arms(cfg) if a[1] == job.model]:
                 run_gradcam(run, file, gradcam_shown(run.split[run.split.fold == 0]), audit.root if audit else get_data(t.data, seed=t.seed)[0], t.image_size)
 
@@ -710,9 +809,10 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
     arms, classes = [a for a, *_ in study_arms(cfg)], sorted(audit.splits.label.unique())
     table = oof_table(cfg, audit.splits, runs_dir, audit.root)
     folds = fold_scores(table, classes)
-    names = {a: display_name(a, cfg.weights) for a in arms} | {b: b for b in BASELINES}
+    untuned = lambda a, name: f'{name[:-1]}, not tuned)' if a.partition(':')[0] in cfg.untuned_models else name   # 'VGG16 (random init, not tuned)'
+    names = {a: untuned(a, display_name(a, cfg.weights)) for a in arms} | {b: b for b in BASELINES}
     results = {'config': asdict(cfg), 'arms': arms, 'classes': classes, 'names': names, 'code': {'commit': git_commit(), 'version': code_version()},
-               'budget': study_budget(cfg),
+               'budget': study_budget(cfg), 'tuning': tuned_settings(cfg, runs_dir), 'untuned': [a for a in arms if a.partition(':')[0] in cfg.untuned_models],
                'ci': f"95 % percentile cluster bootstrap over audit groups{' and training seeds' if len(set(map(cfg.seeds_of, cfg.model_list)) | {1}) > 1 else ''}, "
                      f"{cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted",
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
@@ -783,6 +883,20 @@ def leak_frame(results:dict)->pd.DataFrame:
                          'unleaked, %': [f'{100 * v:.1f} ({n - k})' for v, n, k in zip(leak.accuracy_unleaked, leak.test_images, leak.leaked_images)],
                          'inflation, points [95 % CI]': [f'{v:.1f} [{lo:.1f}, {hi:.1f}]' for v, (lo, hi) in zip(leak.inflation_points, leak.inflation_ci95)]})
 
+# %% ../nbs/60_study.ipynb #d27f5149
+def calibration_frame(results:dict)->pd.DataFrame:
+    "Each arm's ECE, Brier score and log-loss, 'value [low, high]' with 95 % cluster intervals, before and after temperature scaling (fitted on the other folds), and its mean temperature."
+    rows = {}
+    for m, v in results['cross_validation']['scores'].items():
+        if 'calibration' not in v: continue   # the baselines: one-hot answers have no calibration worth the name
+        row = {}
+        for k, label in zip(CALIBRATION, (f'ECE ({CALIBRATION_BINS} bins)', 'Brier', 'log-loss')):
+            for key, when in (('calibration', ''), ('calibration_scaled', ', scaled')):
+                value, low, high = v[key][k]
+                row[label + when] = f'{value:.3f} [{low:.3f}, {high:.3f}]'
+        rows[results['names'][m]] = row | {'temperature': v['temperature']}
+    return pd.DataFrame(rows).T.rename_axis('model')
+
 # %% ../nbs/60_study.ipynb #acb81c75
 def study_markdown(results:dict)->str:
     "The study's tables, in Markdown."
@@ -791,6 +905,8 @@ def study_markdown(results:dict)->str:
     if results['cross_validation']['paired']:
         parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results).round(4), index=False)]
     parts += ['\n## Accuracy per fold, %\n', to_markdown((100 * folds_frame(results)).round(1))]
+    if len(cal := calibration_frame(results)):
+        parts += ['\n## Calibration (95 % cluster CI; scaled: temperature fitted on the other folds)\n', to_markdown(cal)]
     if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
     return ''.join(parts)
 
@@ -860,6 +976,7 @@ def adopt_runs(cfg:StudyConfig,       # this study
                runs_dir:Path,         # this study's runs
                splits:pd.DataFrame,   # this study's audit split table
                log=print,             # where one line per adopted model goes
+               jobs:list|None=None,   # the jobs to consider (a study adopts its searches before they choose the settings of the rest); None: all
               )->list[str]:           # the jobs adopted
     "Take as this study's own every job that an earlier study trained with the very same settings: its run folder where it kept one, else its test predictions."
     earlier = Path(earlier)
@@ -867,11 +984,11 @@ def adopt_runs(cfg:StudyConfig,       # this study
     table = pd.read_csv(earlier/'predictions.csv', dtype={'path': str, 'label': str}, keep_default_na=False) if (earlier/'predictions.csv').exists() else None
     if table is not None and not set(table.path) <= set(splits.path): table = None   # another data set: its predictions say nothing here
     classes, done = sorted(splits.label.unique()), []
-    for job in study_jobs(cfg):
+    for job in study_jobs(cfg) if jobs is None else jobs:
         run, source = Run(runs_dir/job.name), Run(earlier/'runs'/job.name)
         if run.started or job.model not in old.model_list or job.seed >= old.seeds_of(job.model): continue
-        t = cfg.train_config(job.model, job.split, job.seed)
-        if asdict(t) != asdict(old.train_config(job.model, job.split, job.seed)): continue   # other settings: trained anew
+        t = cfg.job_config(job)
+        if asdict(t) != asdict(old.job_config(job)): continue   # other settings: trained anew
         if source.finished:
             theirs = source.split
             if asdict(source.config) != asdict(t) or list(theirs.columns) != list(splits.columns) or len(theirs) != len(splits) or \
@@ -911,6 +1028,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
     "Run the whole protocol into `out`: audit, every job, evaluation, report files; resumes whatever was done."
     out = Path(out)
     jobs = select_jobs(study_jobs(cfg), only)        # a slice that is not a job is refused before anything is written
+    searches = [j for j in study_jobs(cfg) if j.setting and (j in jobs or any(k.model == j.model for k in jobs))]   # a tuned model's runs need its search
     with locked(out):
         saved = out/'study.json'
         if saved.exists() and (diff := training_changes(read_json(saved).get('config'), cfg)):
@@ -923,8 +1041,12 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
             if missing := sorted(set(audit.splits.label) - set(audit.splits.label[audit.splits.fold != k])):
                 raise DataError(f"fold {k} leaves no training image of {', '.join(missing)}: use fewer folds")
         atomic_write(saved, json.dumps({'config': asdict(cfg)}, indent=2, default=str) + '\n')   # recorded once the data is known to be usable
-        if adopt: adopt_runs(cfg, Path(adopt), out/'runs', audit.splits, log)
-        run_jobs(cfg, jobs, out/'runs', verbose, log, audit=audit)
+        if adopt: adopt_runs(cfg, Path(adopt), out/'runs', audit.splits, log, jobs=searches)
+        run_jobs(cfg, searches, out/'runs', verbose, log, audit=audit)   # the searches first: they fix a setting of every other run
+        cfg = cfg.with_chosen(tuned := tuned_settings(cfg, out/'runs'))
+        for m, t in tuned.items(): log(f"{m}: {t['setting']} {t['chosen']:g}, chosen on fold 0's validation part")
+        if adopt: adopt_runs(cfg, Path(adopt), out/'runs', audit.splits, log, jobs=[j for j in study_jobs(cfg) if not j.setting])
+        run_jobs(cfg, [j for j in jobs if not j.setting], out/'runs', verbose, log, audit=audit)
         if only: return None
         if (out/'results.json').exists() and (old := read_json(out/'results.json')).get('inputs') == study_inputs(cfg, out/'runs') \
            and old.get('config') == asdict(cfg) and old.get('code', {}).get('version') == code_version():   # done: the same runs, by content
