@@ -22,12 +22,13 @@ from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version,
 __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job',
            'study_jobs', 'select_jobs', 'tuned_settings', 'job_predictions', 'baseline_probs', 'study_arms',
            'seed_column', 'oof_table', 'prediction_sets', 'seed_probs', 'probs_of', 'mean_metrics', 'fold_tempered',
-           'score_table', 'fold_scores', 'leak_scores', 'display_name', 'study_sentences', 'plot_study_metrics',
-           'plot_fold_spread', 'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves',
-           'gradcam_shown', 'run_gradcam', 'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs',
-           'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study',
-           'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'calibration_frame',
-           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
+           'score_table', 'fold_scores', 'leak_scores', 'same_image_leak', 'display_name', 'study_sentences',
+           'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1',
+           'plot_study_curves', 'gradcam_shown', 'run_gradcam', 'plot_study_gradcam', 'git_commit', 'study_limits',
+           'run_jobs', 'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs',
+           'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
+           'same_image_leak_frame', 'calibration_frame', 'study_markdown', 'write_study', 'check_weights',
+           'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -337,6 +338,27 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
     return [{'model': name, **leak_inflation(pred == t.label.map(classes.index).values, t.group.isin(train_groups).values, t.group.values,
                                              n_resamples, seed=cfg.seed)} for name, (t, pred) in scored.items()]
 
+# %% ../nbs/60_study.ipynb #8c2a2761
+def same_image_leak(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, table:pd.DataFrame, root, n_resamples:int=2000)->list:
+    "Each arm on the official Test images: its accuracy trained on official Train beside its out-of-fold accuracy on the very same images, on the leaked ones and on the rest, each paired difference (points) with its cluster interval."
+    from bone_fracture.audit import split_parts
+    classes = sorted(splits.label.unique())
+    trained = set(splits.group[np.asarray(split_parts(splits, 'official', cfg.seed)) == 'train'])   # the carve-out was never trained on
+    oof, out = table.set_index('path'), []
+    for arm, m, file in study_arms(cfg):
+        p = job_predictions(Run(runs_dir/Job(m, 'official').name), root, file)
+        t = splits.set_index('path').loc[p.path]
+        y, groups, leaked = t.label.map(classes.index).values, t.group.values, t.group.isin(trained).values
+        official, cv = p[classes].values.argmax(1), seed_probs(oof.loc[p.path].reset_index(), arm, classes).argmax(-1)   # (images,), (seeds, images)
+        row = {'model': arm, 'test_images': len(y), 'leaked_images': int(leaked.sum())}
+        for name, mask in (('leaked', leaked), ('unleaked', ~leaked)):
+            if not mask.any(): continue
+            d = paired_cluster_bootstrap(y[mask], official[mask], cv[:, mask], groups[mask], n_resamples, seed=cfg.seed)
+            row[name] = {'official': rounded((official[mask] == y[mask]).mean()), 'cross_validated': rounded((cv[:, mask] == y[mask]).mean()),
+                         'difference_points': rounded(100 * d['difference'], 1), 'ci95': [rounded(100 * d['low'], 1), rounded(100 * d['high'], 1)]}
+        out.append(row)
+    return out
+
 # %% ../nbs/60_study.ipynb #0e18b578
 ARCH_NAMES = {'custom': 'custom CNN', 'vgg16': 'VGG16', 'resnet50': 'ResNet50'}
 
@@ -510,6 +532,13 @@ def study_sentences(results:dict, limits:bool=True,
                    f"{'has' if n == 1 else 'have'} a near-copy in Train: {'; '.join(_leak(l, names) for l in leak)}. The leaked "
                    f"images need not have the classes of the rest, so part of any difference may be the classes, not the copies"
                    + ("; the majority class, which looks at no image, shows what the classes alone give." if any(l['model'] == base for l in leak) else "."))
+    if same := results.get('leak_same_images'):
+        out.append("On the same official Test images, trained on official Train against cross-validated: " + '; '.join(
+            f"{names[r['model']]} {r['leaked']['difference_points']:+.1f} points on the {r['leaked_images']} leaked "
+            f"(95 % CI {r['leaked']['ci95'][0]:.1f} to {r['leaked']['ci95'][1]:.1f})"
+            + (f" and {r['unleaked']['difference_points']:+.1f} on the other {r['test_images'] - r['leaked_images']} "
+               f"({r['unleaked']['ci95'][0]:.1f} to {r['unleaked']['ci95'][1]:.1f})" if 'unleaked' in r else '')
+            for r in same if 'leaked' in r) + ": what a near-copy in the training images is worth, with the classes held fixed.")
     if limits: out.append(results['limits'])
     return '\n\n'.join(out)
 
@@ -819,6 +848,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                                     **score_table(table, classes, arms, cfg.resamples, cfg.seed)},
                'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)), 'inputs': study_inputs(cfg, runs_dir),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
+               'leak_same_images': same_image_leak(cfg, audit.splits, runs_dir, table, audit.root, cfg.resamples) if cfg.official else [],
                'fit': fit_summary(cfg, runs_dir), 'cost': study_cost(cfg, runs_dir),
                'limits': study_limits(cfg, adopted_runs(cfg, runs_dir))}
     return results, table, folds
@@ -883,6 +913,19 @@ def leak_frame(results:dict)->pd.DataFrame:
                          'unleaked, %': [f'{100 * v:.1f} ({n - k})' for v, n, k in zip(leak.accuracy_unleaked, leak.test_images, leak.leaked_images)],
                          'inflation, points [95 % CI]': [f'{v:.1f} [{lo:.1f}, {hi:.1f}]' for v, (lo, hi) in zip(leak.inflation_points, leak.inflation_ci95)]})
 
+# %% ../nbs/60_study.ipynb #03849083
+def same_image_leak_frame(results:dict)->pd.DataFrame:
+    "Each arm on the official Test images, leaked and unleaked: accuracy (%) trained on official Train and out-of-fold, and the difference in points with its interval."
+    rows = []
+    for r in results.get('leak_same_images', []):
+        for part in ('leaked', 'unleaked'):
+            if part not in r: continue
+            v = r[part]
+            rows.append({'model': results['names'][r['model']], 'images': f"{part} ({r['leaked_images'] if part == 'leaked' else r['test_images'] - r['leaked_images']})",
+                         'official training, %': f"{100 * v['official']:.1f}", 'cross-validated, %': f"{100 * v['cross_validated']:.1f}",
+                         'difference, points [95 % CI]': f"{v['difference_points']:.1f} [{v['ci95'][0]:.1f}, {v['ci95'][1]:.1f}]"})
+    return pd.DataFrame(rows)
+
 # %% ../nbs/60_study.ipynb #d27f5149
 def calibration_frame(results:dict)->pd.DataFrame:
     "Each arm's ECE, Brier score and log-loss, 'value [low, high]' with 95 % cluster intervals, before and after temperature scaling (fitted on the other folds), and its mean temperature."
@@ -908,6 +951,8 @@ def study_markdown(results:dict)->str:
     if len(cal := calibration_frame(results)):
         parts += ['\n## Calibration (95 % cluster CI; scaled: temperature fitted on the other folds)\n', to_markdown(cal)]
     if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
+    if len(same := same_image_leak_frame(results)):
+        parts += ['\n## The leak on the same images (official training against out-of-fold, paired)\n', to_markdown(same, index=False)]
     return ''.join(parts)
 
 # %% ../nbs/60_study.ipynb #ee0ba8e2
