@@ -22,13 +22,13 @@ from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version,
 __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job',
            'study_jobs', 'select_jobs', 'tuned_settings', 'job_predictions', 'baseline_probs', 'study_arms',
            'seed_column', 'oof_table', 'prediction_sets', 'seed_probs', 'probs_of', 'mean_metrics', 'fold_tempered',
-           'score_table', 'fold_scores', 'leak_scores', 'same_image_leak', 'display_name', 'study_sentences',
-           'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1',
-           'plot_study_curves', 'gradcam_shown', 'run_gradcam', 'plot_study_gradcam', 'git_commit', 'study_limits',
-           'run_jobs', 'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs',
-           'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
-           'same_image_leak_frame', 'calibration_frame', 'study_markdown', 'write_study', 'check_weights',
-           'training_changes', 'adopt_runs', 'run_study']
+           'score_table', 'fold_scores', 'label_noise_scores', 'leak_scores', 'same_image_leak', 'display_name',
+           'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
+           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
+           'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary',
+           'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame',
+           'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame', 'study_markdown',
+           'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -324,6 +324,19 @@ def fold_scores(table:pd.DataFrame, classes:list)->pd.DataFrame:
             rows.append({'fold': int(k), 'model': name, 'images': len(part), 'accuracy': rounded(m['accuracy']), 'macro_f1': rounded(m['macro_f1'])})
     return pd.DataFrame(rows)
 
+# %% ../nbs/60_study.ipynb #80fe599a
+def label_noise_scores(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
+    "Each arm's (and the majority class's) accuracy and macro-F1 with intervals, again without the audit groups whose images carry different labels; how many that leaves out."
+    mixed = (table.groupby('group').label.transform('nunique') > 1).values
+    kept = table[~mixed]
+    y, groups = kept.label.map(classes.index).values, kept.group.values
+    out = {'images_left_out': int(mixed.sum()), 'groups_left_out': int(table.group[mixed].nunique()), 'images': len(kept), 'scores': {}}
+    for name in [*models] + [b for b in BASELINES[:1] if f'{b}|{classes[0]}' in table]:
+        probs = seed_probs(kept, name, classes)
+        ci, m = cluster_bootstrap_ci(y, probs, groups, n_resamples, seed=seed), mean_metrics(y, probs)
+        out['scores'][name] = {k: [rounded(m[k]), rounded(ci.loc[k, 'low']), rounded(ci.loc[k, 'high'])] for k in ('accuracy', 'macro_f1')}
+    return out
+
 # %% ../nbs/60_study.ipynb #7e319e9c
 def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_resamples:int=2000)->list:
     "Each arm's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
@@ -532,6 +545,11 @@ def study_sentences(results:dict, limits:bool=True,
                    f"{'has' if n == 1 else 'have'} a near-copy in Train: {'; '.join(_leak(l, names) for l in leak)}. The leaked "
                    f"images need not have the classes of the rest, so part of any difference may be the classes, not the copies"
                    + ("; the majority class, which looks at no image, shows what the classes alone give." if any(l['model'] == base for l in leak) else "."))
+    if (noise := results.get('label_noise')) and noise['images_left_out']:
+        moved = '; '.join(f"{names[m]} {100 * s['accuracy'][0]:.1f} % ({100 * s['accuracy'][1]:.1f} to {100 * s['accuracy'][2]:.1f}) against "
+                          f"{100 * cv['scores'][m]['metrics']['accuracy']:.1f} % with them" for m, s in noise['scores'].items() if m in models)
+        out.append(f"Label noise: without the {noise['images_left_out']} images in {noise['groups_left_out']} audit groups whose near-copies "
+                   f"carry different labels ({noise['images']:,} images left), the accuracies are {moved}.")
     if same := results.get('leak_same_images'):
         out.append("On the same official Test images, trained on official Train against cross-validated: " + '; '.join(
             f"{names[r['model']]} {r['leaked']['difference_points']:+.1f} points on the {r['leaked_images']} leaked "
@@ -846,6 +864,7 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                      f"{cfg.resamples} resamples; paired tests: paired cluster bootstrap, Holm-adjusted",
                'cross_validation': {'images': len(table), 'groups': int(table.group.nunique()),
                                     **score_table(table, classes, arms, cfg.resamples, cfg.seed)},
+               'label_noise': label_noise_scores(table, classes, arms, cfg.resamples, cfg.seed),
                'folds': folds.to_dict('records'), 'runs': sorted(Run(runs_dir/j.name).path.name for j in study_jobs(cfg)), 'inputs': study_inputs(cfg, runs_dir),
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
                'leak_same_images': same_image_leak(cfg, audit.splits, runs_dir, table, audit.root, cfg.resamples) if cfg.official else [],
