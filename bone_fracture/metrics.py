@@ -14,7 +14,7 @@ __all__ = ['HEADLINE', 'CALIBRATION', 'macro_auc', 'classification_metrics', 'pe
            'expected_calibration_error', 'tempered', 'fit_temperature', 'class_f1', 'headline_from_confusion',
            'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions', 'group_resamples', 'seed_resamples',
            'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
-           'calibration_ci', 'selection_bound', 'rounded', 'leak_inflation']
+           'calibration_ci', 'class_auc_ci', 'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -272,6 +272,31 @@ def calibration_ci(y, probs,           # true classes, predicted probabilities (
     boot = np.einsum('rs,rsm->rm', seed_resamples(len(stacked), n_resamples, seed), boot)
     low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)], axis=0)
     return pd.DataFrame({'value': stat(sums.sum(1)).mean(0), 'low': low, 'high': high}, index=list(CALIBRATION))
+
+# %% ../nbs/30_metrics.ipynb #f6ee55bc
+def class_auc_ci(y, probs,           # true classes, predicted probabilities ((images, k), or (seeds, images, k))
+                 groups,             # audit group of each image: the unit that is resampled
+                 n_resamples:int=2000, level:float=0.95, seed:int=0,
+                )->pd.DataFrame:     # one row per class: value (the mean over seeds), low, high; NaN for a class with no image or no other
+    "One-vs-rest AUROC of each class with its percentile interval over resamples of whole audit groups and of seeds."
+    probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
+    stacked = probs if probs.ndim == 3 else probs[None]
+    codes = pd.factorize(np.asarray(groups))[0]
+    w = np.vstack([np.ones(len(y)), group_resamples(codes.max() + 1, n_resamples, seed)[:, codes]])   # row 0: the images as they are
+    auc = np.full((len(stacked), len(w), stacked.shape[-1]), np.nan)
+    for s, p in enumerate(stacked):
+        for c in range(p.shape[1]):
+            pos = y == c
+            if pos.all() or not pos.any(): continue
+            _, block = np.unique(p[:, c], return_inverse=True)          # images with the same score share a block
+            neg = w[:, ~pos] @ np.eye(block.max() + 1)[block[~pos]]     # (resamples, blocks): the other classes' weight at each score
+            below = np.cumsum(neg, 1) - neg
+            with np.errstate(invalid='ignore', divide='ignore'):
+                auc[s, :, c] = (w[:, pos] * (below[:, block[pos]] + 0.5 * neg[:, block[pos]])).sum(1) / (w[:, pos].sum(1) * w[:, ~pos].sum(1))
+    boot = np.einsum('rs,src->rc', seed_resamples(len(stacked), n_resamples, seed), auc[:, 1:])
+    low, high, seen = np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan), ~np.isnan(boot).all(0)   # a class no resample can score stays NaN
+    low[seen], high[seen] = np.nanpercentile(boot[:, seen], [50 * (1 - level), 50 * (1 + level)], axis=0)
+    return pd.DataFrame({'value': auc[:, 0].mean(0), 'low': low, 'high': high})
 
 # %% ../nbs/30_metrics.ipynb #e0e8ab5b
 def selection_bound(scores:pd.DataFrame,  # one row per run: the candidate's columns, the cluster and the score

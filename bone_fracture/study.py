@@ -14,7 +14,7 @@ import pandas as pd
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
 from .interpret import COLUMN_WIDTH, legend_beneath, report_style
-from .metrics import HEADLINE, CALIBRATION, calibration_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, holm, leak_inflation, tempered, \
+from .metrics import HEADLINE, CALIBRATION, calibration_ci, class_auc_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, holm, leak_inflation, tempered, \
     paired_cluster_bootstrap, reliability, rounded
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
@@ -27,8 +27,8 @@ __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 
            'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
            'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary',
            'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame',
-           'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame', 'study_markdown',
-           'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
+           'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame', 'auc_frame',
+           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -302,6 +302,9 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
             c = calibration_ci(y, p, groups, CALIBRATION_BINS, n_resamples, seed=seed)
             scores[name][key] = {k: [rounded(c.loc[k, 'value']), rounded(c.loc[k, 'low']), rounded(c.loc[k, 'high'])] for k in CALIBRATION}
         scores[name]['temperature'] = rounded(float(np.mean(temps)), 3)
+        auc = class_auc_ci(y, probs, groups, n_resamples, seed=seed)                  # one-vs-rest, each class (MURA's standard)
+        scores[name]['per_class_auc'] = {c: rounded(auc.value[i]) for i, c in enumerate(classes)}
+        scores[name]['per_class_auc_ci95'] = {c: [rounded(auc.low[i]), rounded(auc.high[i])] for i, c in enumerate(classes)}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
     preds = lambda a, b: (seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1))
@@ -959,6 +962,14 @@ def calibration_frame(results:dict)->pd.DataFrame:
         rows[results['names'][m]] = row | {'temperature': v['temperature']}
     return pd.DataFrame(rows).T.rename_axis('model')
 
+# %% ../nbs/60_study.ipynb #f608a70b
+def auc_frame(results:dict)->pd.DataFrame:
+    "One-vs-rest AUROC of every class (rows) for each arm (columns), 'value [low, high]' with its 95 % cluster interval."
+    s, names = results['cross_validation']['scores'], results['names']
+    cell = lambda v, ci: '–' if v is None else f'{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]'
+    return pd.DataFrame({names[m]: {c: cell(v, s[m]['per_class_auc_ci95'][c]) for c, v in s[m]['per_class_auc'].items()}
+                         for m in s if 'per_class_auc' in s[m]}).rename_axis('class')
+
 # %% ../nbs/60_study.ipynb #acb81c75
 def study_markdown(results:dict)->str:
     "The study's tables, in Markdown."
@@ -970,6 +981,8 @@ def study_markdown(results:dict)->str:
     if len(cal := calibration_frame(results)):
         parts += ['\n## Calibration (95 % cluster CI; scaled: temperature fitted on the other folds)\n', to_markdown(cal)]
     if results['leak']: parts += ['\n## The official split, and the leak\n', to_markdown(leak_frame(results), index=False)]
+    if len(auc := auc_frame(results)):
+        parts += ['\n## One-vs-rest AUROC of each class (95 % cluster CI)\n', to_markdown(auc)]
     if len(same := same_image_leak_frame(results)):
         parts += ['\n## The leak on the same images (official training against out-of-fold, paired)\n', to_markdown(same, index=False)]
     return ''.join(parts)
