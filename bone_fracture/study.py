@@ -25,10 +25,10 @@ __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 
            'score_table', 'fold_scores', 'label_noise_scores', 'leak_scores', 'same_image_leak', 'display_name',
            'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
            'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
-           'plot_study_gradcam', 'git_commit', 'study_limits', 'run_jobs', 'study_budget', 'last_epoch', 'fit_summary',
-           'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme', 'scores_frame',
-           'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame', 'auc_frame',
-           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
+           'plot_study_gradcam', 'plot_failures', 'git_commit', 'study_limits', 'run_jobs', 'study_budget',
+           'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme',
+           'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame',
+           'auc_frame', 'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -721,6 +721,26 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
             ax.title.set_fontsize(10)
     return fig
 
+# %% ../nbs/60_study.ipynb #68ac9955
+@report_style
+def plot_failures(table:pd.DataFrame, classes:list, arm:str, names:dict, root, size:int=128, cols:int=4):
+    "For each class, the held-out X-ray of it that `arm` got wrong most confidently (probabilities averaged over its seeds): the image, its true and its predicted class."
+    import matplotlib.pyplot as plt, textwrap
+    from bone_fracture.pipeline import load_image
+    probs = seed_probs(table, arm, classes).mean(0)
+    y, pred = table.label.map(classes.index).values, probs.argmax(1)
+    wrong = table.assign(pred=pred, conf=probs.max(1))[pred != y]
+    shown = wrong.sort_values('conf', ascending=False).groupby('label', sort=True).head(1)
+    rows = max(1, math.ceil(len(shown) / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(COLUMN_WIDTH, 2.6 * rows + 0.4), squeeze=False)
+    for ax in axes.ravel(): ax.axis('off')
+    for ax, r in zip(axes.ravel(), shown.itertuples()):
+        ax.imshow(load_image(Path(root)/r.path, size))
+        ax.set_title(f"{textwrap.fill(r.label, 18)}\n→ {textwrap.fill(classes[r.pred], 18)} ({100 * r.conf:.0f} %)", fontsize=9)
+    fig.suptitle(f'{names[arm]}: the most confident mistake on each class (true → predicted)', fontsize=10)
+    fig.tight_layout()
+    return fig
+
 # %% ../nbs/60_study.ipynb #d03222bd
 def git_commit()->str|None:
     "The git commit of the library's checkout, if it is one."
@@ -893,7 +913,7 @@ def study_readme(results:dict)->str:
         '- `results.json`: every number: pooled out-of-fold metrics with intervals, per-fold scores, paired tests, baselines, the leak',
         '- `results.md`: the tables',
         '- `predictions.csv`: one row per usable image: path, label, audit group, fold, each model\'s and baseline\'s predicted class and probabilities',
-        '- `metrics.png`, `folds.png`, `per_class_f1.png`, `calibration.png`, `confusion.png`, `curves.png`, `gradcam.png`: the figures',
+        '- `metrics.png`, `folds.png`, `per_class_f1.png`, `calibration.png`, `confusion.png`, `curves.png`, `gradcam.png`, `failures.png`: the figures',
         '- `runs/<model>-fold<k>/`, `runs/<model>-official/`: the training runs, each a run directory', ''])
 
 # %% ../nbs/60_study.ipynb #72a02a1d
@@ -1005,7 +1025,8 @@ def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, 
     figures = {'metrics.png': plot_study_metrics(results), 'folds.png': plot_fold_spread(folds, names),
                'calibration.png': plot_study_calibration(table, classes, models, names),
                'confusion.png': plot_study_confusion(table, classes, models, names), 'per_class_f1.png': plot_study_f1(results),
-               'curves.png': plot_study_curves(cfg, out/'runs', names), 'gradcam.png': plot_study_gradcam(cfg, table, classes, out/'runs', root, names)}
+               'curves.png': plot_study_curves(cfg, out/'runs', names), 'gradcam.png': plot_study_gradcam(cfg, table, classes, out/'runs', root, names),
+               'failures.png': plot_failures(table, classes, max(models, key=lambda m: results['cross_validation']['scores'][m]['metrics']['accuracy']), names, root)}
     for name, fig in figures.items(): atomic_write(out/name, write=lambda p: fig.savefig(p, dpi=100, bbox_inches='tight')); plt.close(fig)
     atomic_write(out/'results.md', study_markdown(results))
     atomic_write(out/'README.md', study_readme(results))
