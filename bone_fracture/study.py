@@ -811,6 +811,8 @@ def study_budget(cfg:StudyConfig)->str:
     for m, r in own.items():
         if not r: continue
         t = cfg.train_config(m, 'fold0')
+        if t.model == 'custom':   # no backbone, no phases: its own size, length and rate
+            out += f"; {display_name(m, cfg.weights)}: {t.image_size} px, {t.epochs} epochs on a {t.schedule} schedule at {t.lr:g}, batch {t.batch_size}"; continue
         out += (f"; {display_name(m, cfg.weights)}: {t.image_size} px, phase 1 (the backbone frozen, the head on "
                 f"{'its features computed once' if t.cached_features else 'the images'}"
                 f"{', pooled from the last three blocks' if t.head == 'last3' else ''}) {t.epochs} epochs on a {t.schedule} schedule "
