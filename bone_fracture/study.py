@@ -980,7 +980,7 @@ def calibration_frame(results:dict)->pd.DataFrame:
         for k, label in zip(CALIBRATION, (f'ECE ({CALIBRATION_BINS} bins)', 'Brier', 'log-loss')):
             for key, when in (('calibration', ''), ('calibration_scaled', ', scaled')):
                 value, low, high = v[key][k]
-                row[label + when] = f'{value:.3f} [{low:.3f}, {high:.3f}]'
+                row[label + when] = _with_ci(value, (low, high), 1, 3)
         rows[results['names'][m]] = row | {'temperature': v['temperature']}
     return pd.DataFrame(rows).T.rename_axis('model')
 
@@ -988,7 +988,7 @@ def calibration_frame(results:dict)->pd.DataFrame:
 def auc_frame(results:dict)->pd.DataFrame:
     "One-vs-rest AUROC of every class (rows) for each arm (columns), 'value [low, high]' with its 95 % cluster interval."
     s, names = results['cross_validation']['scores'], results['names']
-    cell = lambda v, ci: '–' if v is None else f'{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]'
+    cell = lambda v, ci: '–' if v is None else _with_ci(v, ci, 1, 2)
     return pd.DataFrame({names[m]: {c: cell(v, s[m]['per_class_auc_ci95'][c]) for c, v in s[m]['per_class_auc'].items()}
                          for m in s if 'per_class_auc' in s[m]}).rename_axis('class')
 
