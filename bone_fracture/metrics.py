@@ -14,7 +14,7 @@ __all__ = ['HEADLINE', 'CALIBRATION', 'macro_auc', 'classification_metrics', 'pe
            'expected_calibration_error', 'tempered', 'fit_temperature', 'class_f1', 'headline_from_confusion',
            'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions', 'group_resamples', 'seed_resamples',
            'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
-           'calibration_ci', 'class_auc_ci', 'selection_bound', 'rounded', 'leak_inflation']
+           'calibration_ci', 'class_auc_ci', 'topk_ci', 'selection_bound', 'rounded', 'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -297,6 +297,24 @@ def class_auc_ci(y, probs,           # true classes, predicted probabilities ((i
     low, high, seen = np.full(boot.shape[1], np.nan), np.full(boot.shape[1], np.nan), ~np.isnan(boot).all(0)   # a class no resample can score stays NaN
     low[seen], high[seen] = np.nanpercentile(boot[:, seen], [50 * (1 - level), 50 * (1 + level)], axis=0)
     return pd.DataFrame({'value': auc[:, 0].mean(0), 'low': low, 'high': high})
+
+# %% ../nbs/30_metrics.ipynb #0b576565
+def topk_ci(y, probs,            # true classes, predicted probabilities ((images, k), or (seeds, images, k))
+            groups,              # audit group of each image: the unit that is resampled
+            k:int=2,             # an image counts as right when its class is among the `k` most probable
+            n_resamples:int=2000, level:float=0.95, seed:int=0,
+           )->tuple[float, float, float]: # the top-k accuracy (the mean over seeds), and its interval's low and high ends
+    "Top-`k` accuracy with its percentile interval over resamples of whole audit groups and of seeds."
+    probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
+    stacked = probs if probs.ndim == 3 else probs[None]
+    _, g = np.unique(np.asarray(groups), return_inverse=True)
+    above = (stacked > np.take_along_axis(stacked, y[None, :, None], -1)).sum(-1)              # (seeds, images): classes scored above the true one
+    hits = np.stack([np.bincount(g, weights=(a < k).astype(float), minlength=g.max() + 1) for a in above])   # (seeds, groups)
+    draws = group_resamples(hits.shape[1], n_resamples, seed)
+    boot = (draws @ hits.T) / (draws @ np.bincount(g))[:, None]                                 # (resamples, seeds)
+    boot = (seed_resamples(len(stacked), n_resamples, seed) * boot).sum(1)
+    low, high = np.percentile(boot, [50 * (1 - level), 50 * (1 + level)])
+    return float((hits.sum(1) / len(y)).mean()), float(low), float(high)
 
 # %% ../nbs/30_metrics.ipynb #e0e8ab5b
 def selection_bound(scores:pd.DataFrame,  # one row per run: the candidate's columns, the cluster and the score

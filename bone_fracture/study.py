@@ -15,7 +15,7 @@ from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
 from .interpret import COLUMN_WIDTH, legend_beneath, report_style
 from .metrics import HEADLINE, CALIBRATION, calibration_ci, class_auc_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, holm, leak_inflation, tempered, \
-    paired_cluster_bootstrap, reliability, rounded
+    paired_cluster_bootstrap, reliability, rounded, selection_bound, topk_ci
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
 # %% auto #0
@@ -26,9 +26,10 @@ __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 
            'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
            'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
            'plot_study_gradcam', 'plot_failures', 'git_commit', 'study_limits', 'run_jobs', 'study_budget',
-           'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'evaluate_study', 'study_readme',
-           'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame', 'same_image_leak_frame', 'calibration_frame',
-           'auc_frame', 'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
+           'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'run_precisions', 'sweep_bound',
+           'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
+           'same_image_leak_frame', 'calibration_frame', 'auc_frame', 'label_noise_frame', 'reliability_frame',
+           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -55,8 +56,9 @@ class StudyConfig:
     recipes:dict = field(default_factory=dict) # per model, what differs from the shared budget: TrainConfig fields, and 'seeds'
     tune:dict = field(default_factory=dict)    # per model, one setting chosen on fold 0's inner validation among candidates: {"custom": {"lr": [3e-4, 1e-3, 3e-3]}}
     untuned:str = ''                   # models whose settings were carried over, not tuned (comma-separated): named so, and compared with no other architecture
+    recipe_sweep:str = ''              # a CSV of the custom CNN's recipe sweep (recipe, variant, split, test_acc): the bound of its choice on test scores enters the verdicts
 
-    EVALUATION = ('resamples',)        # settings that change no training run: a finished study may be evaluated again with others
+    EVALUATION = ('resamples', 'recipe_sweep')   # settings that change no training run: a finished study may be evaluated again with others
 
     def __post_init__(self):
         for name in ('recipes', 'tune'):
@@ -81,6 +83,7 @@ class StudyConfig:
             except TypeError as e: raise ConfigError(f'recipes of {m}: {e}') from None
         self.check_tune()
         if unknown := sorted(set(self.untuned_models) - set(self.model_list)): raise ConfigError(f"untuned names models the study does not have: {', '.join(unknown)}")
+        if self.recipe_sweep and not Path(self.recipe_sweep).is_file(): raise ConfigError(f'recipe_sweep {self.recipe_sweep} is not a file')
 
     def check_tune(self):
         "Each tuned model: a model of the study, one numeric TrainConfig setting, two to five distinct candidates, each a valid value."
@@ -289,10 +292,11 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
         probs = seed_probs(table, name, classes)
         ci = cluster_bootstrap_ci(y, probs, groups, n_resamples, seed=seed)
         m, f1 = mean_metrics(y, probs), per_class_f1_ci(y, probs, groups, classes, n_resamples, seed=seed)
+        top2 = topk_ci(y, probs, groups, 2, n_resamples, seed=seed)
         scores[name] = {'images': len(y), 'seeds': len(probs), 'classes_predicted': int(min(len(np.unique(p.argmax(1))) for p in probs)),
                         'metrics': {k: rounded(v) for k, v in m.items()},
                         'by_seed': {h: [rounded(classification_metrics(y, p)[h]) for p in probs] for h in ('accuracy', 'macro_f1')},
-                        'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
+                        'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE} | {'top2_accuracy': [rounded(top2[1]), rounded(top2[2])]},
                         'per_class_f1': {c: rounded(r.value) for c, r in f1.iterrows()},
                         'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
     for name in models:                                            # calibration, as it is and after temperature scaling fitted elsewhere
@@ -302,6 +306,9 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
             c = calibration_ci(y, p, groups, CALIBRATION_BINS, n_resamples, seed=seed)
             scores[name][key] = {k: [rounded(c.loc[k, 'value']), rounded(c.loc[k, 'low']), rounded(c.loc[k, 'high'])] for k in CALIBRATION}
         scores[name]['temperature'] = rounded(float(np.mean(temps)), 3)
+        bins = pd.concat([reliability(y, p, CALIBRATION_BINS) for p in probs]).groupby(level=0, sort=False)   # every seed's images pooled
+        scores[name]['reliability'] = [{'bin': b, 'predictions': int(t.images.sum()), 'confidence': rounded(np.average(t.confidence, weights=t.images)),
+                                        'accuracy': rounded(np.average(t.accuracy, weights=t.images))} for b, t in bins]
         auc = class_auc_ci(y, probs, groups, n_resamples, seed=seed)                  # one-vs-rest, each class (MURA's standard)
         scores[name]['per_class_auc'] = {c: rounded(auc.value[i]) for i, c in enumerate(classes)}
         scores[name]['per_class_auc_ci95'] = {c: [rounded(auc.low[i]), rounded(auc.high[i])] for i, c in enumerate(classes)}
@@ -438,15 +445,17 @@ def _leak(l:dict, names:dict)->str:
               f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) that these images cannot tell from none')
     return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the other {l['test_images'] - l['leaked_images']}, {effect}"
 
-def _recipe(s:dict, models:list, names:dict, bound:float|None)->str:
-    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats (`bound` None: that it may, unbounded here)."
-    if bound is None: return ("The custom CNN's recipe was chosen by test accuracy on earlier splits of these same images, which may flatter "
-                              "it: its leads are not to be read at face value. How much, this study cannot say (the recipe sweep is not part "
-                              "of it); the results chapter of bone_fracture bounds it from the sweep's own scores.")
+def _recipe(s:dict, models:list, names:dict, bound:float|None, tuned:dict|None=None)->str:
+    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats (`bound` None: that it may, unbounded here; `tuned`: the setting this study chose on validation instead)."
+    recipe = (f"The custom CNN's recipe (all of it but its {tuned['setting']}, chosen here on validation images) was chosen" if tuned else
+              "The custom CNN's recipe was chosen")
+    if bound is None: return (f"{recipe} by test accuracy on earlier splits of these same images, which may flatter "
+                              "it: its leads are not to be read at face value. How much, this study cannot say (it was given no recipe "
+                              "sweep to bound it from: `--recipe-sweep`).")
     lead = {m: s['custom']['metrics']['accuracy'] - s[m]['metrics']['accuracy'] for m in models if m != 'custom'}
     within = [f'{100 * d:.1f} points over {names[m]}' for m, d in lead.items() if 0 < d <= bound]
     beyond = [names[m] for m, d in lead.items() if d > bound]
-    out = (f"The custom CNN's recipe was chosen by test accuracy on earlier splits of these same images, which may flatter it "
+    out = (f"{recipe} by test accuracy on earlier splits of these same images, which may flatter it "
            f"by {100 * bound:.1f} points at most in expectation (a bound from its recipe sweep)")
     if within: out += (f": as much as its lead of {_and(within)}, so {'that lead' if len(within) == 1 else 'those leads'} may "
                        f"come from how the recipe was chosen rather than from the architecture")
@@ -493,10 +502,11 @@ def _pretraining(cv:dict, names:dict, arms:list, resamples:int)->str|None:
     return f"What pretraining gives, on the same images: {'; '.join(said)}." if said else None
 
 def study_sentences(results:dict, limits:bool=True,
-                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (selection_bound); None: said, not bounded
+                    recipe_bound:float|None=None, # how much choosing the custom CNN's recipe on test scores may flatter it (selection_bound); None: the study's own bound (its recipe sweep), or said unbounded
                    )->str:
     "What the study found, in Markdown sentences generated from its results (and, if `limits`, where the evidence stops)."
     cv, names, cfg = results['cross_validation'], results['names'], results['config']
+    if recipe_bound is None and results.get('recipe_bound'): recipe_bound = results['recipe_bound']['bound']
     s, models, base = cv['scores'], results.get('arms') or cfg['models'].split(','), BASELINES[0]   # the majority class: the bar, declared beforehand
     acc = lambda m: s[m]['metrics']['accuracy']
     against = lambda m, other: next((t for t in cv['paired'] if {t['a'], t['b']} == {m, other}), None)
@@ -522,7 +532,7 @@ def study_sentences(results:dict, limits:bool=True,
     if (pretrained := _pretraining(cv, names, models, cfg['resamples'])): out.append(pretrained)
     if (how := _settings(results)): out.append(how)
     if (cal := _calibration(cv, names, models)): out.append(cal)
-    if 'custom' in models: out.append(_recipe(s, models, names, recipe_bound))   # with no bound, still said: the recipe was chosen on these images
+    if 'custom' in models: out.append(_recipe(s, models, names, recipe_bound, results.get('tuning', {}).get('custom')))   # with no bound, still said: the recipe was chosen on these images
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
         out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
     if one := [names[m] for m in models if s[m].get('classes_predicted') == 1]:
@@ -750,7 +760,10 @@ def git_commit()->str|None:
     except (OSError, subprocess.SubprocessError): return None
 
 # %% ../nbs/60_study.ipynb #5330142c
-def study_limits(cfg:StudyConfig, adopted:dict|None=None)->str:
+def study_limits(cfg:StudyConfig,
+                 adopted:dict|None=None,     # runs taken from an earlier study, as adopted_runs gives them
+                 precisions:dict|None=None,  # how many of the study's runs were trained in each precision (run_precisions)
+                )->str:
     "Where the evidence of a study with this configuration (and runs `adopted` from an earlier study) stops, in one Markdown paragraph."
     by_weights = {}
     for m in cfg.model_list:
@@ -781,6 +794,9 @@ def study_limits(cfg:StudyConfig, adopted:dict|None=None)->str:
                       "predictions but not their models or histories: they have no Grad-CAM, curves or measured cost here, and they were trained "
                       "by code older than exact resume, so a run of theirs that was interrupted may differ from one trained in one go"
                       for m, a in (adopted or {}).items())
+            + (f"; the runs were trained in {_and(f'{p} ({n})' for p, n in precisions.items())} by what each machine could run "
+               "(`precision auto`), so a run repeated on another CPU may differ in its last digits and, through them, in its predictions"
+               if precisions and len(precisions) > 1 else '')
             + ".")
 
 # %% ../nbs/60_study.ipynb #54da3567
@@ -875,6 +891,25 @@ def adopted_runs(cfg:StudyConfig, runs_dir:Path)->dict:
             out.setdefault(j.model, {'runs': [], 'study': a['study'], 'code': a.get('code', {})})['runs'].append(j.name)
     return out
 
+# %% ../nbs/60_study.ipynb #4bab0171
+def run_precisions(cfg:StudyConfig, runs_dir:Path)->dict:
+    "How many of the study's finished runs were trained in each precision, as each recorded it ('not recorded' for runs adopted with their predictions alone)."
+    said = [Run(runs_dir/j.name).info.get('precision') or 'not recorded' for j in study_jobs(cfg) if Run(runs_dir/j.name).finished]
+    return dict(sorted(pd.Series(said, dtype=str).value_counts().items()))
+
+# %% ../nbs/60_study.ipynb #6dc8379f
+def sweep_bound(sweep:str|Path, # a CSV with one row per run of the sweep: recipe, variant, split and test_acc
+               )->dict:         # selection_bound's numbers, and the file's name
+    "How much choosing the custom CNN's recipe by test accuracy among the candidates of `sweep` may flatter it, at most in expectation."
+    try: scores = pd.read_csv(sweep)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise ConfigError(f'recipe_sweep {sweep} cannot be read as a CSV ({e})') from None
+    if missing := sorted({'recipe', 'variant', 'split', 'test_acc'} - set(scores)):
+        raise ConfigError(f"recipe_sweep {sweep} lacks the column{'s' * (len(missing) > 1)} {', '.join(missing)}")
+    if not pd.api.types.is_numeric_dtype(scores.test_acc) or scores.groupby(['recipe', 'variant']).ngroups < 2:
+        raise ConfigError(f'recipe_sweep {sweep} needs a numeric test_acc and at least two candidates')
+    return {k: rounded(v) if isinstance(v, float) else v for k, v in selection_bound(scores, ['recipe', 'variant'], 'split', 'test_acc').items()} | {'sweep': Path(sweep).name}
+
 # %% ../nbs/60_study.ipynb #710341be
 def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
@@ -894,7 +929,8 @@ def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFr
                'leak': leak_scores(cfg, audit.splits, runs_dir, audit.root, cfg.resamples) if cfg.official else [],
                'leak_same_images': same_image_leak(cfg, audit.splits, runs_dir, table, audit.root, cfg.resamples) if cfg.official else [],
                'fit': fit_summary(cfg, runs_dir), 'cost': study_cost(cfg, runs_dir),
-               'limits': study_limits(cfg, adopted_runs(cfg, runs_dir))}
+               'recipe_bound': sweep_bound(cfg.recipe_sweep) if cfg.recipe_sweep and 'custom' in cfg.model_list else None,
+               'limits': study_limits(cfg, adopted_runs(cfg, runs_dir), run_precisions(cfg, runs_dir))}
     return results, table, folds
 
 # %% ../nbs/60_study.ipynb #6c74d79d
@@ -921,12 +957,12 @@ def study_readme(results:dict)->str:
 # %% ../nbs/60_study.ipynb #72a02a1d
 def _with_ci(v:float, ci, scale:float=100, digits:int=1)->str: return f'{scale * v:.{digits}f} [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]'
 
-PERCENT = {'accuracy': 'accuracy, %', 'balanced_accuracy': 'balanced accuracy, %', 'macro_f1': 'macro F1, %'}   # kappa is no percentage
+PERCENT = {'accuracy': 'accuracy, %', 'balanced_accuracy': 'balanced accuracy, %', 'macro_f1': 'macro F1, %', 'top2_accuracy': 'top-2 accuracy, %'}   # kappa is no percentage
 
 def scores_frame(results:dict, metrics=HEADLINE)->pd.DataFrame:
     "Pooled out-of-fold metrics of every arm and baseline, each 'value [low, high]' with its 95 % cluster-bootstrap interval: percentages with one decimal (kappa: two decimals)."
     cell = lambda v, k: _with_ci(v['metrics'][k], v['ci95'][k]) if k in PERCENT else _with_ci(v['metrics'][k], v['ci95'][k], 1, 2)
-    rows = {results['names'][m]: {PERCENT.get(k, k): cell(v, k) for k in metrics} for m, v in results['cross_validation']['scores'].items()}
+    rows = {results['names'][m]: {PERCENT.get(k, k): cell(v, k) for k in metrics if k in v['ci95']} for m, v in results['cross_validation']['scores'].items()}
     return pd.DataFrame(rows).T.rename_axis('model')
 
 # %% ../nbs/60_study.ipynb #31d5b646
@@ -992,11 +1028,30 @@ def auc_frame(results:dict)->pd.DataFrame:
     return pd.DataFrame({names[m]: {c: cell(v, s[m]['per_class_auc_ci95'][c]) for c, v in s[m]['per_class_auc'].items()}
                          for m in s if 'per_class_auc' in s[m]}).rename_axis('class')
 
+# %% ../nbs/60_study.ipynb #d4c56c1b
+def label_noise_frame(results:dict)->pd.DataFrame:
+    "Accuracy and macro-F1 (%) of each arm and the majority class with and without the audit groups whose near-copies carry different labels, 'value [low, high]'."
+    noise, s = results.get('label_noise') or {}, results['cross_validation']['scores']
+    rows = {results['names'][m]: {'accuracy, all, %': _with_ci(s[m]['metrics']['accuracy'], s[m]['ci95']['accuracy']),
+                                  'accuracy, without, %': _with_ci(v['accuracy'][0], v['accuracy'][1:]),
+                                  'macro F1, without, %': _with_ci(v['macro_f1'][0], v['macro_f1'][1:])}
+            for m, v in noise.get('scores', {}).items()} if noise.get('images_left_out') else {}
+    return pd.DataFrame(rows).T.rename_axis('model')
+
+# %% ../nbs/60_study.ipynb #0925d9ca
+def reliability_frame(results:dict)->pd.DataFrame:
+    "Each arm's reliability table: per bin of the top probability, 'accuracy % at confidence % (predictions)', every seed's predictions counted."
+    s, names = results['cross_validation']['scores'], results['names']
+    cell = lambda r: f"{100 * r['accuracy']:.0f} at {100 * r['confidence']:.0f} ({r['predictions']})"
+    cols = {names[m]: {r['bin']: cell(r) for r in v['reliability']} for m, v in s.items() if 'reliability' in v}
+    frame = pd.DataFrame(cols).rename_axis('confidence')
+    return frame.loc[sorted(frame.index, key=lambda b: float(b.split('–')[0]))].fillna('–') if len(frame) else frame
+
 # %% ../nbs/60_study.ipynb #acb81c75
 def study_markdown(results:dict)->str:
     "The study's tables, in Markdown."
     from bone_fracture.report import to_markdown
-    parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(scores_frame(results))]
+    parts = ['## Out-of-fold metrics (every image tested once; 95 % cluster-bootstrap CI)\n', to_markdown(scores_frame(results, HEADLINE + ('top2_accuracy',)))]
     if results['cross_validation']['paired']:
         parts += ['\n## Paired comparisons (accuracy of a minus b)\n', to_markdown(paired_frame(results).round(4), index=False)]
     parts += ['\n## Accuracy per fold, %\n', to_markdown((100 * folds_frame(results)).round(1))]
@@ -1007,6 +1062,11 @@ def study_markdown(results:dict)->str:
         parts += ['\n## One-vs-rest AUROC of each class (95 % cluster CI)\n', to_markdown(auc)]
     if len(same := same_image_leak_frame(results)):
         parts += ['\n## The leak on the same images (official training against out-of-fold, paired)\n', to_markdown(same, index=False)]
+    if len(noise := label_noise_frame(results)):
+        parts += [f"\n## Without the audit groups whose near-copies carry different labels ({results['label_noise']['images']:,} images; 95 % cluster CI)\n",
+                  to_markdown(noise)]
+    if len(rel := reliability_frame(results)):
+        parts += [f'\n## Reliability: accuracy at mean confidence (predictions), in {CALIBRATION_BINS} bins of the top probability\n', to_markdown(rel)]
     return ''.join(parts)
 
 # %% ../nbs/60_study.ipynb #ee0ba8e2
