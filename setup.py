@@ -18,6 +18,8 @@ lic = licenses[cfg['license']]
 min_python = cfg['min_python']
 requirements = shlex.split(cfg.get('requirements', ''))
 dev_requirements = shlex.split(cfg.get('dev_requirements', ''))
+export_requirements = shlex.split(cfg.get('export_requirements', ''))   # ONNX export: pip install -e ".[export]"
+serve_requirements = shlex.split(cfg.get('serve_requirements', ''))     # the browser demo: pip install -e ".[serve]"
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -30,7 +32,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements},
+    extras_require={'dev': dev_requirements, 'export': export_requirements, 'serve': serve_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + min_python,
     long_description=open('README.md', encoding='utf-8').read(),

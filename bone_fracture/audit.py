@@ -298,7 +298,7 @@ def check_audit_folder(out:Path):
     if out.is_dir() and (foreign := sorted(p.name for p in out.iterdir() if not p.name.startswith('.') and p.name not in AUDIT_FILES)):
         raise DataError(f"{out} holds other files ({', '.join(foreign[:3])}); write the audit into an empty folder or an earlier audit's")
 
-@dataclass
+@dataclass(kw_only=True)
 class AuditResult:
     "Everything the audit found; `report()` is the short human summary."
     root:Path; layout:str; seed:int
@@ -409,6 +409,7 @@ def run_audit(data='demo',            # a folder, 'demo' or 'kaggle'
     splits = pd.DataFrame({'path': images.path, 'label': images.label, 'official': images.split,
                            'leakage_free': leakage_free_split(images.label, groups, seed), 'group': groups,
                            'fold': cv_folds(images.label, groups, folds, seed) if enough else -1})
-    result = AuditResult(root, layout, seed, files, pairs, splits, empty, time.perf_counter() - start, cached)
+    result = AuditResult(root=root, layout=layout, seed=seed, files=files, duplicates=pairs, splits=splits, empty_classes=empty,
+                         seconds=time.perf_counter() - start, cached=cached)
     if out is not None: result.save(out)
     return result

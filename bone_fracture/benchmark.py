@@ -442,14 +442,14 @@ def _plain(x):
 def _records(df:pd.DataFrame)->list: return [_plain(r) for r in df.reset_index().to_dict('records')]
 
 def markdown_table(df:pd.DataFrame)->str:
-    "A DataFrame as a Markdown table: its index as columns, numbers to 3 significant digits, `Timing`s as median (min–max)."
+    "A DataFrame as the project's Markdown table (`report.to_markdown`): its index as columns, numbers to 3 significant digits, `Timing`s as median (min–max)."
+    from bone_fracture.report import to_markdown
     df = df.reset_index() if any(n is not None for n in df.index.names) else df
     cell = lambda v: _num(v) if isinstance(v, (float, np.floating)) and math.isfinite(v) else str(v)
-    lines = ['| ' + ' | '.join(map(str, df.columns)) + ' |', '|' + '---|' * len(df.columns)]
-    return '\n'.join(lines + ['| ' + ' | '.join(cell(v) for v in row) + ' |' for row in df.itertuples(index=False)])
+    return to_markdown(df.map(cell), index=False).rstrip('\n')
 
 # %% ../nbs/50_benchmark.ipynb #449d77c9
-@dataclass
+@dataclass(kw_only=True)
 class Bench:
     "One benchmark run: its plan, the machine and every table; `summary()` is bench.json, `markdown()` bench.md, `plot()` bench.png."
     plan:BenchPlan; machine:dict; data:str; train_images:int; seconds:float; load_after:float
@@ -576,14 +576,16 @@ def run_bench(data='demo',        # images of the pipeline and phase-1 measureme
         stage = lambda k, what: log(f'[{k}/5] {what}')
         stage(1, 'input pipelines'); pipelines = pipeline_table(sd, plan.pipeline_sizes, plan.batch_size, plan.epochs, plan.repeats, plan.warmup)
         stage(2, "models against the machine's peak")
-        models = model_table(plan.models, plan.model_sizes, None, None, plan.batch_size, plan.steps, plan.repeats, plan.warmup, plan.matmul_n)
+        models = model_table(plan.models, plan.model_sizes, batch_size=plan.batch_size, steps=plan.steps, repeats=plan.repeats, warmup=plan.warmup,
+                             matmul_n=plan.matmul_n)
         stage(3, 'phase 1 on images and on cached features')
         phase1 = pd.DataFrame([phase1_timing(m, sd, plan.phase1_size, plan.batch_size, plan.phase1_repeats) for m in plan.phase1_models]).set_index('model')
         stage(4, "the audit's cost by dataset size")
         audit = pd.DataFrame([audit_cost(n, plan.audit_repeats) for n in plan.audit_sizes]).set_index('images')
         stage(5, 'first training steps'); first = first_step_table(plan.first_step_models, plan.first_step_size, plan.first_step_batch, plan.repeats)
-        bench = Bench(plan, info, str(data), len(sd.parts['train']), time.perf_counter() - start, machine()['load average (1 min)'],
-                      pipelines, models, phase1, audit, audit_growth(audit), first)
+        bench = Bench(plan=plan, machine=info, data=str(data), train_images=len(sd.parts['train']), seconds=time.perf_counter() - start,
+                      load_after=machine()['load average (1 min)'], pipelines=pipelines, models=models, phase1=phase1, audit=audit,
+                      audit_growth=audit_growth(audit), first_step=first)
         summary = bench.summary()
         atomic_write(out/'bench.json', json.dumps(summary, indent=2) + '\n')
         atomic_write(out/'bench.md', bench.markdown())
@@ -600,7 +602,8 @@ def read_bench(path)->Bench:
     table = lambda rows, index: pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in rows]).set_index(index)
     at_sizes = lambda v: {**v, 'at': {int(n): x for n, x in v['at'].items()}} if isinstance(v, dict) and 'at' in v else v   # JSON keys are strings
     first = table(b['first_step'], 'model') if b['first_step'] else pd.DataFrame(columns=['lazy (s)', 'build_state first (s)', 'saved']).rename_axis('model')
-    return Bench(BenchPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in b['plan'].items()}), b['machine'], b['data'], b['train images'],
-                 b['seconds'], b['load average after (1 min)'], table(b['pipelines'], ['size', 'pipeline']),
-                 table(b['models'], ['model', 'precision', 'xla', 'size']), table(b['phase1'], 'model'), table(b['audit'], 'images'),
-                 {k: at_sizes(v) for k, v in b['audit_growth'].items()}, first)
+    return Bench(plan=BenchPlan(**{k: tuple(v) if isinstance(v, list) else v for k, v in b['plan'].items()}), machine=b['machine'], data=b['data'],
+                 train_images=b['train images'], seconds=b['seconds'], load_after=b['load average after (1 min)'],
+                 pipelines=table(b['pipelines'], ['size', 'pipeline']), models=table(b['models'], ['model', 'precision', 'xla', 'size']),
+                 phase1=table(b['phase1'], 'model'), audit=table(b['audit'], 'images'),
+                 audit_growth={k: at_sizes(v) for k, v in b['audit_growth'].items()}, first_step=first)

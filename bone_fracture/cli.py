@@ -15,7 +15,7 @@ from .study import StudyConfig
 
 # %% auto #0
 __all__ = ['COMMANDS', 'OPTIONS_FROM', 'native_stderr_held', 'import_tensorflow', 'at_least', 'audit', 'train', 'study', 'bench',
-           'evaluate', 'predict', 'parser', 'main', 'run_command']
+           'evaluate', 'predict', 'export', 'serve', 'parser', 'main', 'run_command']
 
 # %% ../nbs/90_cli.ipynb #9a875f34
 @contextlib.contextmanager
@@ -121,8 +121,35 @@ def predict(images:list,             # image files
     if (table.error != '').all(): raise UserError(f'none of the {len(table)} images could be read')
     return table
 
+# %% ../nbs/90_cli.ipynb #a1aed0b4
+def export(model:str,                # a run directory or a .keras file
+           format:str='onnx',        # 'onnx', 'tflite' or 'savedmodel'
+           out:str='',               # the file to write (default: the run's name with the format's ending, here); never overwritten
+          ):
+    "Export a trained model as ONNX, TensorFlow Lite or a SavedModel: uint8 images in, class probabilities out, its classes in <out>.json."
+    from bone_fracture.export import EXPORT_FORMATS
+    if format not in EXPORT_FORMATS: raise UserError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
+    ending = {'onnx': '.onnx', 'tflite': '.tflite', 'savedmodel': ''}[format]
+    out = out or Path(model).resolve().name.removesuffix('.keras') + ending
+    import_tensorflow()
+    from bone_fracture.export import export_model
+    with native_stderr_held(): written = export_model(model, out, format)   # the converters' own chatter
+    print(f'{format}: {written} (classes and input in {written}.json)')
+    return written
+
+# %% ../nbs/90_cli.ipynb #59c57c8b
+def serve(model:str,                 # a run directory or a .keras file
+          host:str='127.0.0.1',      # 127.0.0.1: this machine only; 0.0.0.0 opens the page to the network
+          port:int=8000,
+         ):
+    "Serve a local web page to try a model on X-rays (JPEG, PNG or DICOM): top classes, Grad-CAM and its held-out accuracy. Not for clinical use."
+    port = at_least('port', port, 0)
+    import_tensorflow()
+    from bone_fracture.serve import serve as serve_page
+    serve_page(model, host, port)
+
 # %% ../nbs/90_cli.ipynb #fa50b7de
-COMMANDS = {'audit': audit, 'train': train, 'study': study, 'evaluate': evaluate, 'predict': predict, 'bench': bench}
+COMMANDS = {'audit': audit, 'train': train, 'study': study, 'evaluate': evaluate, 'predict': predict, 'export': export, 'serve': serve, 'bench': bench}
 OPTIONS_FROM = {'train': (TrainConfig, False), 'study': (StudyConfig, True)}   # **kwargs are a dataclass's fields (True: default None, from a preset)
 
 class _Parser(argparse.ArgumentParser):

@@ -13,10 +13,10 @@ from fastcore.parallel import parallel
 from PIL import Image, ImageOps
 
 # %% auto #0
-__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'SPLITS', 'UserError',
-           'DataError', 'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files', 'BadImage',
-           'open_image', 'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data', 'get_data', 'atomic_write',
-           'same_file', 'locked', 'fold_of']
+__all__ = ['IMAGE_EXTS', 'SPLIT_ALIASES', 'KAGGLE_HANDLE', 'DATA_ENV', 'CACHE_ENV', 'MIN_SIDE', 'DICOM_EXTS', 'SPLITS',
+           'UserError', 'DataError', 'split_name', 'subfolders', 'detect_layout', 'find_dataset_root', 'scan_files',
+           'BadImage', 'is_dicom', 'read_dicom', 'open_image', 'audit_files', 'cache_dir', 'fetch_kaggle', 'demo_data',
+           'get_data', 'atomic_write', 'same_file', 'locked', 'fold_of']
 
 # %% ../nbs/01_data.ipynb #5c150b4e
 class UserError(Exception):
@@ -26,7 +26,7 @@ class DataError(UserError):
     "A problem with the data a user pointed us at."
 
 # %% ../nbs/01_data.ipynb #688a53f4
-IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp')  # endings taken as images
+IMAGE_EXTS = ('.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.dcm', '.dicom')  # endings taken as images (DICOM too)
 SPLIT_ALIASES = {'train': 'train', 'training': 'train', 'val': 'val', 'valid': 'val',
                  'validation': 'val', 'test': 'test', 'testing': 'test'}  # folder name -> split
 KAGGLE_HANDLE = 'pkdarabi/bone-break-classification-image-dataset'  # the dataset on Kaggle
@@ -112,14 +112,49 @@ def _to_rgb(im:Image.Image, notes:list)->Image.Image:
     elif im.mode not in ('RGB', 'L'): notes.append(f'mode {im.mode} converted to RGB')
     return im.convert('RGB')
 
+# %% ../nbs/01_data.ipynb #b5728098
+DICOM_EXTS = ('.dcm', '.dicom')
+
+def is_dicom(path:Path)->bool:
+    "Whether `path` is a DICOM Part 10 file: 'DICM' at byte 128, whatever the file is called."
+    try:
+        with open(path, 'rb') as f: f.seek(128); return f.read(4) == b'DICM'
+    except OSError: return False
+
+# %% ../nbs/01_data.ipynb #ccf5adc3
+def read_dicom(path:Path)->tuple[Image.Image, list[str]]:
+    "A DICOM X-ray as an 8-bit image: modality LUT, VOI LUT or window (else its own range), MONOCHROME1 inverted; notes on what was done; raises `BadImage`."
+    import pydicom
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try: ds = pydicom.dcmread(path)
+    except Exception as e: raise BadImage(f'not a readable DICOM file ({type(e).__name__})') from None
+    if 'PixelData' not in ds: raise BadImage('DICOM file without pixel data')
+    syntax = ds.file_meta.get('TransferSyntaxUID')
+    try: a = ds.pixel_array
+    except Exception as e:
+        raise BadImage(f"DICOM pixel data cannot be decoded ({getattr(syntax, 'name', syntax)}: {type(e).__name__})") from None
+    notes, frames = [], int(ds.get('NumberOfFrames', 1) or 1)
+    if frames > 1: a, _ = a[0], notes.append(f'first of {frames} DICOM frames used')
+    if ds.get('SamplesPerPixel', 1) == 3: return Image.fromarray(np.asarray(a, np.uint8)).convert('RGB'), notes + ['colour DICOM']
+    bits, photometric = int(ds.get('BitsStored', 8)), ds.get('PhotometricInterpretation', 'MONOCHROME2')
+    plain = bits <= 8 and not {'RescaleSlope', 'ModalityLUTSequence', 'VOILUTSequence', 'WindowCenter'} & set(ds.dir())
+    x = a.astype(np.float64) if plain else apply_modality_lut(a, ds).astype(np.float64)
+    if plain: lo, hi = 0.0, 255.0
+    elif 'VOILUTSequence' in ds:
+        x, lo, hi = apply_voi_lut(x, ds, prefer_lut=True), 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        notes.append('VOI LUT applied')
+    elif 'WindowCenter' in ds and 'WindowWidth' in ds:
+        first = lambda v: float(v[0] if isinstance(v, pydicom.multival.MultiValue) else v)
+        c, w = first(ds.WindowCenter), max(first(ds.WindowWidth), 1.0)
+        lo, hi = c - w / 2, c + w / 2; notes.append(f'window {c:g}/{w:g} applied')
+    else: lo, hi = float(x.min()), float(x.max()); notes.append(f'{bits}-bit values scaled from their own range')
+    x = np.clip((x - lo) / max(hi - lo, 1e-9), 0, 1)
+    if photometric == 'MONOCHROME1': x, _ = 1 - x, notes.append('MONOCHROME1 inverted')
+    return Image.fromarray(np.round(x * 255).astype(np.uint8), 'L'), notes
+
 # %% ../nbs/01_data.ipynb #79e45318
-def open_image(path:Path)->tuple[Image.Image, list[str]]:
-    "Decode `path` into 8-bit RGB; returns the image and notes on what was odd; raises `BadImage`."
-    path = Path(path)
-    if path.name.startswith('.'): raise BadImage('hidden file')
-    try: size = path.stat().st_size
-    except OSError as e: raise BadImage(f'cannot be read ({e.strerror or type(e).__name__})')  # a dangling link, say
-    if size == 0: raise BadImage('empty file (0 bytes)')
+def _pillow_image(path:Path)->tuple[Image.Image, list[str]]:
+    "Decode an image file that Pillow reads, noting an odd extension or several frames; raises `BadImage`."
     notes = []
     try:
         with Image.open(path) as im:
@@ -139,6 +174,17 @@ def open_image(path:Path)->tuple[Image.Image, list[str]]:
     elif fmt and ext.lower().lstrip('.') not in {fmt.lower(), 'jpg' if fmt == 'JPEG' else '', 'tif' if fmt == 'TIFF' else ''}:
         notes.append(f"{fmt} content with '{ext}' extension")
     if n_frames > 1: notes.append(f'first of {n_frames} frames used')
+    return im, notes
+
+def open_image(path:Path)->tuple[Image.Image, list[str]]:
+    "Decode `path` into 8-bit RGB; returns the image and notes on what was odd; raises `BadImage`."
+    path = Path(path)
+    if path.name.startswith('.'): raise BadImage('hidden file')
+    try: size = path.stat().st_size
+    except OSError as e: raise BadImage(f'cannot be read ({e.strerror or type(e).__name__})')  # a dangling link, say
+    if size == 0: raise BadImage('empty file (0 bytes)')
+    if path.suffix.lower() in DICOM_EXTS or is_dicom(path): im, notes = read_dicom(path)   # DICOM has its own reader (below)
+    else: im, notes = _pillow_image(path)
     if min(im.size) < MIN_SIDE: raise BadImage(f'too small ({im.width}x{im.height} px, under {MIN_SIDE} px)')
     try: im = _to_rgb(im, notes)
     except Exception as e: raise BadImage(f"could not be converted to RGB ({type(e).__name__})")

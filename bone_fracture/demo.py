@@ -4,7 +4,7 @@
 
 # %% auto #0
 __all__ = ['DEMO_CLASSES', 'DATASET_DIR', 'LEAK_TRANSFORMS', 'N_CROSS_LABEL_LEAKS', 'FRACTURES', 'render_xray', 'near_copy',
-           'make_demo_dataset', 'PlantedDuplicate', 'planted_duplicates']
+           'make_demo_dataset', 'PlantedDuplicate', 'planted_duplicates', 'demo_dicom']
 
 # %% ../nbs/00_demo.ipynb #1f6019cc
 import hashlib
@@ -235,3 +235,40 @@ def planted_duplicates(root) -> list[PlantedDuplicate]:
             for src, files in sorted(by_source.items())
             for a in files if a.parent.name == 'Train'
             for b in files if b.parent.name == 'Test']
+
+# %% ../nbs/00_demo.ipynb #6f761350
+def demo_dicom(img:np.ndarray,               # uint8 grey X-ray, as render_xray draws it
+               path,                         # the .dcm file to write
+               bits:int=8,                   # bits stored: 8 keeps the values, more spreads them over 2**bits levels
+               photometric:str='MONOCHROME2',# 'MONOCHROME1' stores bone dark: a reader must invert it
+               window:tuple|None=None,       # (centre, width) written as the VOI window, in rescaled units
+               rescale:tuple|None=None,      # (slope, intercept) of the modality LUT: stored values are (value - intercept) / slope
+               jpeg:bool=False,              # pixel data as baseline JPEG (8 bits only), encapsulated
+              )->Path:
+    "Write `img` as a DICOM Part 10 file of a digital X-ray (DX), the way a scanner or PACS export stores it."
+    from io import BytesIO
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import DigitalXRayImageStorageForPresentation as sop, ExplicitVRLittleEndian, JPEGBaseline8Bit, generate_uid
+    if jpeg and bits != 8: raise ValueError('baseline JPEG holds 8 bits')
+    values = img.astype(np.float64) * ((2 ** bits - 1) / 255)                       # the same picture on the stored scale
+    if photometric == 'MONOCHROME1': values = (2 ** bits - 1) - values
+    if rescale: values = (values - rescale[1]) / rescale[0]
+    stored = np.clip(np.round(values), 0, 2 ** bits - 1).astype(np.uint8 if bits <= 8 else np.uint16)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    ds = Dataset(); ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = sop, meta.MediaStorageSOPInstanceUID, 'DX'
+    ds.PatientName, ds.PatientID = 'Anonymous', 'none'
+    ds.Rows, ds.Columns = stored.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PixelRepresentation = 1, photometric, 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = stored.itemsize * 8, bits, bits - 1
+    if rescale: ds.RescaleSlope, ds.RescaleIntercept = rescale
+    if window: ds.WindowCenter, ds.WindowWidth = window
+    if jpeg:
+        buf = BytesIO(); Image.fromarray(stored).save(buf, 'JPEG', quality=95)
+        ds.PixelData = encapsulate([buf.getvalue()]); ds['PixelData'].VR = 'OB'
+    else: ds.PixelData = stored.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return Path(path)

@@ -17,8 +17,8 @@ from .metrics import expected_calibration_error, reliability
 
 # %% auto #0
 __all__ = ['COLUMN_WIDTH', 'REPORT_STYLE', 'report_style', 'legend_beneath', 'plot_curves', 'plot_confusion', 'plot_reliability',
-           'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam', 'overlay', 'pick_gradcam_images',
-           'plot_gradcam']
+           'plot_metric_intervals', 'plot_class_f1', 'GradCamError', 'last_conv_layer', 'gradcam_layer', 'grad_cam',
+           'overlay', 'pick_gradcam_images', 'plot_gradcam']
 
 # %% ../nbs/31_interpret.ipynb #915e0c2e
 COLUMN_WIDTH = 7.0   # inches: at 100 dpi, the site's text column
@@ -94,6 +94,46 @@ def plot_reliability(curves:dict,  # model name -> (y, probs)
     ax.set(xlabel='confidence (top probability)', ylabel='accuracy', xlim=(0, 1), ylim=(0, 1), title='reliability')
     ax.legend(fontsize=8)
     return ax
+
+# %% ../nbs/31_interpret.ipynb #a68935c8
+@report_style
+def plot_metric_intervals(scores:pd.DataFrame,            # one row per model and metric: name, metric, value, low, high
+                          lines:pd.DataFrame|None=None,   # what to read the bars against, one vertical line each: name, metric, value
+                          note:str='bar: 95 % CI',        # how the values and intervals were made, after each panel's metric
+                         ):
+    "Each metric of each model as a horizontal bar with its interval, one panel a metric, stacked; baselines as lines across them."
+    from matplotlib.ticker import PercentFormatter
+    metrics, names = list(dict.fromkeys(scores.metric)), list(dict.fromkeys(scores.name))
+    lines = pd.DataFrame(columns=['name', 'metric', 'value']) if lines is None else lines
+    fig, axes = plt.subplots(len(metrics), 1, figsize=(COLUMN_WIDTH, (0.45 * len(names) + 1.5) * len(metrics)), squeeze=False)
+    for ax, k in zip(axes[:, 0], metrics):
+        d, ref = scores[scores.metric == k].set_index('name').loc[names], lines[lines.metric == k]
+        ax.barh(range(len(names)), d.value, xerr=[d.value - d.low, d.high - d.value], capsize=4, color='tab:blue')
+        for (b, v), style in zip(ref[['name', 'value']].itertuples(index=False), (':', '--', '-.')): ax.axvline(v, color='k', ls=style, lw=1.5, label=b)
+        ax.set_yticks(range(len(names)), names); ax.invert_yaxis()   # the first model on top, as in the tables
+        ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
+        ax.set(xlabel=f"{k.replace('_', ' ')} ({note})", xlim=(0, max([d.high.max(), *ref.value]) * 1.15 or 1))
+    if len(lines): legend_beneath(fig, *axes[0, 0].get_legend_handles_labels(), ncol=min(3, lines.name.nunique()))
+    return fig
+
+# %% ../nbs/31_interpret.ipynb #60a161b5
+@report_style
+def plot_class_f1(per_class:pd.DataFrame,   # one row per model and class: name, class, f1, low, high
+                  baselines=(),             # names drawn as grey crosses, not coloured markers
+                  note:str='line: 95 % CI', # how the intervals were made
+                 ):
+    "F1 of every class (rows) for each model (markers), each with its interval as a line: which fracture types a model can tell at all."
+    classes, names = list(dict.fromkeys(per_class['class'])), list(dict.fromkeys(per_class.name))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.12 * len(classes) * len(names) + 1.8 + 0.3 * math.ceil(len(names) / 2)))   # room for the legend
+    for off, n in zip(np.linspace(-0.32, 0.32, len(names)), names):
+        d = per_class[per_class.name == n].set_index('class').loc[classes]
+        style = dict(color='0.55', marker='x') if n in baselines else dict(marker='o')
+        ax.errorbar(d.f1, np.arange(len(classes)) + off, xerr=[d.f1 - d.low, d.high - d.f1], ls='none', ms=5, capsize=2, label=n, **style)
+    ax.set_yticks(range(len(classes)), classes); ax.invert_yaxis()
+    for k in range(len(classes) - 1): ax.axhline(k + 0.5, color='0.9', lw=1)    # one band a class
+    ax.set(xlabel=f'F1 ({note})', xlim=(0, 1), ylim=(len(classes) - 0.5, -0.5))
+    legend_beneath(fig, *ax.get_legend_handles_labels())
+    return fig
 
 # %% ../nbs/31_interpret.ipynb #da16f622
 class GradCamError(UserError):

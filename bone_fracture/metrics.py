@@ -14,7 +14,8 @@ __all__ = ['HEADLINE', 'CALIBRATION', 'macro_auc', 'classification_metrics', 'pe
            'expected_calibration_error', 'tempered', 'fit_temperature', 'class_f1', 'headline_from_confusion',
            'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions', 'group_resamples', 'seed_resamples',
            'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
-           'calibration_ci', 'class_auc_ci', 'topk_ci', 'selection_bound', 'rounded', 'leak_inflation']
+           'paired_comparisons', 'calibration_ci', 'class_auc_ci', 'topk_ci', 'selection_bound', 'rounded',
+           'leak_inflation']
 
 # %% ../nbs/30_metrics.ipynb #7a21bda2
 def macro_auc(y,       # true class of each image
@@ -244,6 +245,22 @@ def holm(p_values)->np.ndarray:
     adjusted = np.maximum.accumulate((len(p) - np.arange(len(p))) * p[order])
     out = np.empty_like(p); out[order] = np.minimum(adjusted, 1.0)
     return out
+
+# %% ../nbs/30_metrics.ipynb #ade62479
+def paired_comparisons(y,                 # true class of each image
+                       preds:dict,        # name -> predicted classes on the same images: (images,) or (seeds, images)
+                       pairs:list,        # (a, b) names to compare: the accuracy of a minus that of b
+                       groups,            # audit group of each image
+                       n_resamples:int=2000, seed:int=0,
+                      )->list[dict]:      # per pair: a, b, difference, low, high, p_value, p_holm, low_holm, high_holm, level_holm
+    "Every pair's paired cluster bootstrap, Holm-adjusted over all of them: each p-value, and each interval at the level of its Holm step."
+    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, preds[a], preds[b], groups, n_resamples, seed=seed)} for a, b in pairs]
+    for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
+    for rank, i in enumerate(np.argsort([t['p_value'] for t in tests], kind='stable')):
+        level = 1 - 0.05 / (len(tests) - rank)
+        wide = paired_cluster_bootstrap(y, preds[tests[i]['a']], preds[tests[i]['b']], groups, n_resamples, level=level, seed=seed)
+        tests[i] |= {'low_holm': wide['low'], 'high_holm': wide['high'], 'level_holm': level}
+    return tests
 
 # %% ../nbs/30_metrics.ipynb #77a72e43
 CALIBRATION = ('ece', 'brier', 'log_loss')   # calibration_ci's rows

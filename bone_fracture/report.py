@@ -6,20 +6,19 @@
 from __future__ import annotations
 import json, platform, time
 from dataclasses import dataclass
-from itertools import combinations
 from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 from sklearn.metrics import confusion_matrix
 
 from .data import UserError, get_data
-from .interpret import COLUMN_WIDTH, pick_gradcam_images, plot_confusion, plot_curves, plot_gradcam, plot_reliability, report_style, legend_beneath
-from .metrics import HEADLINE, bootstrap_ci, classification_metrics, expected_calibration_error, mcnemar, per_class_table, \
-    leak_inflation, rounded
+from .interpret import COLUMN_WIDTH, pick_gradcam_images, plot_class_f1, plot_confusion, plot_curves, plot_gradcam, plot_metric_intervals, \
+    plot_reliability, report_style
+from .metrics import HEADLINE, classification_metrics, cluster_bootstrap_ci, expected_calibration_error, per_class_table, \
+    leak_inflation, paired_comparisons, per_class_f1_ci, rounded, topk_ci
 from .runs import Run, atomic_write, locked, tensorflow_warnings_held, versions
 
 # %% auto #0
@@ -63,7 +62,7 @@ def images_per_second(model:keras.Model,
     return repeats * len(images) / (time.perf_counter() - start)
 
 # %% ../nbs/32_report.ipynb #5f372c8d
-@dataclass
+@dataclass(kw_only=True)
 class Evaluation:
     "One model's predictions on one test set."
     run:Run; model:str; split:str; seed:int; test_set:str
@@ -92,8 +91,9 @@ def evaluate_run(run,        # a finished Run, or its directory
                 'epochs_run': info.get('epochs'), 'precision': info.get('precision'),
                 'train_images': info.get('images', {}).get('train')}
     def evaluation(test_set, mask):
-        return Evaluation(run, cfg.model, cfg.split, cfg.seed, test_set, test.path[mask].tolist(), test.y.values[mask],
-                          probs[mask], classes, test.group.values[mask], test.leaked.values[mask], images[mask], speed, settings)
+        return Evaluation(run=run, model=cfg.model, split=cfg.split, seed=cfg.seed, test_set=test_set, paths=test.path[mask].tolist(),
+                          y=test.y.values[mask], probs=probs[mask], classes=classes, groups=test.group.values[mask],
+                          leaked=test.leaked.values[mask], images=images[mask], images_per_second=speed, settings=settings)
     everything = np.ones(len(test), bool)
     if cfg.split != 'official': return [evaluation(cfg.split, everything)]
     subsets = {'official': everything, 'official_unleaked': ~test.leaked.values, 'official_leaked': test.leaked.values}
@@ -101,27 +101,33 @@ def evaluate_run(run,        # a finished Run, or its directory
 
 # %% ../nbs/32_report.ipynb #a2d2768a
 def evaluation_record(e:Evaluation, n_resamples:int=2000, seed:int=0)->dict:
-    "One evaluation as `results.json` holds it."
-    ci = bootstrap_ci(e.y, e.probs, n_resamples, seed=seed)
+    "One evaluation as `results.json` holds it, its intervals resampling whole audit groups (near-copies are not independent)."
+    ci, top2 = cluster_bootstrap_ci(e.y, e.probs, e.groups, n_resamples, seed=seed), topk_ci(e.y, e.probs, e.groups, 2, n_resamples, seed=seed)
+    f1 = per_class_f1_ci(e.y, e.probs, e.groups, e.classes, n_resamples, seed=seed)
     per_class = per_class_table(e.y, e.probs, e.classes)
     return {'name': e.name, 'run': e.run.path.name, 'model': e.model, 'split': e.split, 'seed': e.seed,
             'test_set': e.test_set, 'images': len(e.y), 'settings': e.settings,
             'metrics': {k: rounded(v) for k, v in classification_metrics(e.y, e.probs).items()},
-            'ci95': {k: [rounded(ci.loc[k, 'low']), rounded(ci.loc[k, 'high'])] for k in HEADLINE},
+            'ci95': {k: [rounded(ci.loc[k, 'low']), rounded(ci.loc[k, 'high'])] for k in HEADLINE} | {'top2_accuracy': [rounded(top2[1]), rounded(top2[2])]},
             'ece': rounded(expected_calibration_error(e.y, e.probs)),
             'images_per_second': rounded(e.images_per_second, 1),
             'per_class': {c: {k: rounded(v) for k, v in row.items()} for c, row in per_class.iterrows()},
+            'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()},
             'classes': e.classes,
             'confusion': confusion_matrix(e.y, e.probs.argmax(1), labels=np.arange(len(e.classes))).tolist()}
 
 # %% ../nbs/32_report.ipynb #91e0099c
-def paired_tests(evaluations:list[Evaluation])->list[dict]:
-    "McNemar's test for every pair of different models scored on the very same test images."
-    out = []
-    for a, b in combinations(evaluations, 2):
-        if a.model == b.model or a.test_set != b.test_set or a.paths != b.paths: continue
-        out.append({'test_set': a.test_set, 'seed': a.seed, 'a': a.run.path.name, 'b': b.run.path.name, 'images': len(a.y),
-                    **mcnemar(a.y, a.probs.argmax(1), b.probs.argmax(1))})
+def paired_tests(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->list[dict]:
+    "The study's paired cluster bootstrap for every pair of different models scored on the very same test images, Holm-adjusted over all pairs on those images."
+    out, families = [], {}
+    for e in evaluations: families.setdefault((e.test_set, tuple(e.paths)), []).append(e)   # the same images: one family of tests
+    for (test_set, _), family in families.items():
+        pairs = [(a.name, b.name) for i, a in enumerate(family) for b in family[i + 1:] if a.model != b.model]
+        if not pairs: continue
+        first = family[0]
+        tests = paired_comparisons(first.y, {e.name: e.probs.argmax(1) for e in family}, pairs, first.groups, n_resamples, seed)
+        runs = {e.name: e.run.path.name for e in family}
+        out += [{'test_set': test_set, 'images': len(first.y), **t, 'a': runs[t['a']], 'b': runs[t['b']]} for t in tests]
     return out
 
 # %% ../nbs/32_report.ipynb #180d9526
@@ -148,8 +154,9 @@ def summarise(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->d
     records = [evaluation_record(e, n_resamples, seed) for e in evaluations]
     return {'created': time.strftime('%Y-%m-%d %H:%M:%S'), 'versions': versions(),
             'processor': platform.processor() or platform.machine(),
-            'ci': f'95 % percentile bootstrap, {n_resamples} resamples of the test images',
-            'evaluations': records, 'mcnemar': paired_tests(evaluations), 'seeds': seed_spread(records), 'leak': leak_records(evaluations, n_resamples, seed)}
+            'ci': f'95 % percentile cluster bootstrap over the audit groups of the test images, {n_resamples} resamples; '
+                  'paired tests: paired cluster bootstrap, Holm-adjusted over the pairs on the same images',
+            'evaluations': records, 'paired': paired_tests(evaluations, n_resamples, seed), 'seeds': seed_spread(records), 'leak': leak_records(evaluations, n_resamples, seed)}
 
 # %% ../nbs/32_report.ipynb #2057e7d2
 def results_table(results:dict,     # as summarise returns it, or read from results.json
@@ -177,16 +184,19 @@ def to_markdown(df:pd.DataFrame, index:bool=True)->str:
 
 # %% ../nbs/32_report.ipynb #ae8d2300
 def results_markdown(results:dict)->str:
-    "The report's tables in Markdown, all generated from `results`: headline metrics, seeds, McNemar and the leak."
-    parts = ['## Headline metrics (95 % bootstrap CI)\n', to_markdown(results_table(results).rename_axis('evaluation'))]
+    "The report's tables in Markdown, all generated from `results`: headline metrics, seeds, paired comparisons and the leak."
+    parts = ['## Headline metrics (95 % cluster-bootstrap CI)\n', to_markdown(results_table(results).rename_axis('evaluation'))]
     if results['seeds']:
         s = pd.DataFrame(results['seeds'])
         spread = {k.replace('_', ' '): [f'{m:.3f} ± {d:.3f}' for m, d in zip(s[f'{k}_mean'], s[f'{k}_std'])] for k in HEADLINE}
         parts += ['\n## Mean ± sd over seeds\n', to_markdown(pd.DataFrame({'model': s.model, 'test set': s.test_set, 'runs': s.runs, **spread}), index=False)]
-    if results['mcnemar']:
-        m = pd.DataFrame(results['mcnemar'])
-        m['p_value'] = [f'{p:.2g}' for p in m.p_value]
-        parts += ['\n## McNemar (exact) for each pair of models on the same images\n', to_markdown(m, index=False)]
+    if results['paired']:
+        m = pd.DataFrame(results['paired'])
+        m = pd.DataFrame({'test set': m.test_set, 'a': m.a, 'b': m.b, 'images': m.images,
+                          'a − b, points [95 % CI]': [f'{100 * d:.1f} [{100 * l:.1f}, {100 * h:.1f}]' for d, l, h in zip(m.difference, m.low, m.high)],
+                          'Holm-adjusted CI': [f'[{100 * l:.1f}, {100 * h:.1f}]' for l, h in zip(m.low_holm, m.high_holm)],
+                          'p (Holm)': [f'{p:.2g}' for p in m.p_holm]})
+        parts += ['\n## Paired comparisons on the same images (accuracy of a minus b; paired cluster bootstrap, Holm)\n', to_markdown(m, index=False)]
     if results['leak']:
         parts += ['\n## The leak: official test, with and without near-copies of training images\n',
                   to_markdown(pd.DataFrame(results['leak']), index=False)]
@@ -198,44 +208,23 @@ def plot_metric_bars(results:dict,
                      metrics=HEADLINE,
                      chance:float|None=None,  # accuracy of guessing, drawn as a dotted line
                     ):
-    "One panel per metric: a bar per run (coloured by model), grouped by test set, with 95 % interval error bars."
-    t = pd.DataFrame([{'run': r['run'], 'model': r['model'], 'test set': r['test_set'], 'metric': k, 'value': r['metrics'][k],
-                       'low': r['ci95'][k][0], 'high': r['ci95'][k][1]} for r in results['evaluations'] for k in metrics])
-    colors = dict(zip(dict.fromkeys(t.model), sns.color_palette(n_colors=t.model.nunique())))
-    cols = min(2, len(metrics)); rows = -(-len(metrics) // cols)   # two panels a row: a column wide, readable
-    fig, axes = plt.subplots(rows, cols, figsize=(COLUMN_WIDTH, 3.4 * rows + 0.8), sharey=True, squeeze=False)
-    for ax in axes.flat[len(metrics):]: ax.axis('off')
-    for ax, k in zip(axes.flat, metrics):
-        d = t[t.metric == k]
-        sets = list(dict.fromkeys(d['test set']))
-        for i, test_set in enumerate(sets):
-            g = d[d['test set'] == test_set]
-            width = 0.8 / len(g)
-            for j, r in enumerate(g.itertuples()):
-                ax.bar(i + (j - (len(g) - 1) / 2) * width, r.value, width * 0.9, color=colors[r.model], label=r.model,
-                       yerr=[[r.value - r.low], [r.high - r.value]], capsize=2, error_kw={'lw': 0.8})
-        if chance is not None and k in ('accuracy', 'balanced_accuracy'): ax.axhline(chance, color='k', ls=':', lw=1)
-        ax.set_xticks(np.arange(len(sets)), [s.replace('_', '\n') for s in sets])
-        ax.set(title=k.replace('_', ' '), ylabel='value (95 % CI)' if ax in axes[:, 0] else '')
-    handles = dict(zip(*axes[0, 0].get_legend_handles_labels()[::-1]))
-    legend_beneath(fig, list(handles.values()), list(handles.keys()), ncol=len(handles), title='dotted: chance')
-    return fig
+    "One panel per metric, a bar per evaluation (its run and test set) with its 95 % cluster interval, chance as a line: `plot_metric_intervals`, as the study draws its arms."
+    rows = [{'name': f"{r['run']} ({r['test_set'].replace('_', ' ')})", 'metric': k, 'value': r['metrics'][k], 'low': r['ci95'][k][0],
+             'high': r['ci95'][k][1]} for k in metrics for r in results['evaluations']]
+    lines = pd.DataFrame([{'name': 'chance', 'metric': k, 'value': chance} for k in metrics if chance is not None and k in ('accuracy', 'balanced_accuracy')])
+    return plot_metric_intervals(pd.DataFrame(rows), lines if len(lines) else None, 'bar: 95 % cluster CI')
 
 # %% ../nbs/32_report.ipynb #a5cc95e1
 @report_style
 def plot_per_class_f1(results:dict,
                       test_sets=('leakage_free',), # the test sets whose evaluations are shown
                      ):
-    "Heatmap of F1 per class (columns) and evaluation (rows, each named by its model, seed and test set), a column wide."
+    "F1 of every class for each evaluation of `test_sets` (named by its model, seed and test set), with its 95 % cluster interval: `plot_class_f1`, as the study draws its arms."
     shown = [r for r in results['evaluations'] if r['test_set'] in test_sets]
     label = lambda r: f"{r['model']}, seed {r['seed']}" + (f" ({r['test_set']})" if len(test_sets) > 1 else '')
-    rows = {label(r): {c: v['f1'] for c, v in r['per_class'].items()} for r in shown}
-    df = pd.DataFrame.from_dict(rows, orient='index')
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.5 * len(df) + 2.8))
-    sns.heatmap(df, annot=True, fmt='.2f', cmap='viridis', vmin=0, vmax=1, ax=ax, annot_kws={'size': 10}, cbar_kws={'label': 'F1'})
-    ax.set(title='F1 per class', xlabel='class', ylabel='model, seed'); ax.tick_params(axis='x', rotation=45)
-    fig.tight_layout()
-    return fig
+    rows = [{'name': label(r), 'class': c, 'f1': v['f1'], 'low': r['per_class_f1_ci95'][c][0], 'high': r['per_class_f1_ci95'][c][1]}
+            for r in shown for c, v in r['per_class'].items()]
+    return plot_class_f1(pd.DataFrame(rows), note='line: 95 % cluster CI')
 
 # %% ../nbs/32_report.ipynb #0eb3b9f1
 def main_test_set(evaluations:list[Evaluation])->str:

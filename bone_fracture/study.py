@@ -4,7 +4,7 @@
 
 # %% ../nbs/60_study.ipynb #6657557d
 from __future__ import annotations
-import json, math, os, subprocess, time
+import functools, json, math, os, subprocess
 from dataclasses import dataclass, asdict, field, fields, replace
 from pathlib import Path
 
@@ -13,9 +13,9 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
-from .interpret import COLUMN_WIDTH, legend_beneath, report_style
-from .metrics import HEADLINE, CALIBRATION, calibration_ci, class_auc_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, holm, leak_inflation, tempered, \
-    paired_cluster_bootstrap, reliability, rounded, selection_bound, topk_ci
+from .interpret import COLUMN_WIDTH, plot_class_f1, plot_metric_intervals, report_style
+from .metrics import HEADLINE, CALIBRATION, calibration_ci, class_auc_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, leak_inflation, tempered, \
+    paired_cluster_bootstrap, paired_comparisons, reliability, rounded, selection_bound, topk_ci
 from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version, read_json, weights_arg, weights_name
 
 # %% auto #0
@@ -29,7 +29,7 @@ __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 
            'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'run_precisions', 'sweep_bound',
            'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
            'same_image_leak_frame', 'calibration_frame', 'auc_frame', 'label_noise_frame', 'reliability_frame',
-           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study']
+           'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study', 'Study']
 
 # %% ../nbs/60_study.ipynb #49786c8c
 @dataclass
@@ -314,13 +314,8 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
         scores[name]['per_class_auc_ci95'] = {c: [rounded(auc.low[i]), rounded(auc.high[i])] for i, c in enumerate(classes)}
     pairs = [(a, b) for i, a in enumerate(models) for b in models[i + 1:]]
     if BASELINES[0] in scores: pairs += [(m, BASELINES[0]) for m in models]   # is a model better than always saying the commonest class?
-    preds = lambda a, b: (seed_probs(table, a, classes).argmax(-1), seed_probs(table, b, classes).argmax(-1))
-    tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, *preds(a, b), groups, n_resamples, seed=seed)} for a, b in pairs]
-    for t, p in zip(tests, holm([t['p_value'] for t in tests])): t['p_holm'] = float(p)
-    for rank, i in enumerate(np.argsort([t['p_value'] for t in tests], kind='stable')):   # Holm's levels: the smallest p-value's interval
-        level = 1 - 0.05 / (len(tests) - rank)                                               # at 1 - 0.05/m, the next at 1 - 0.05/(m-1), ...
-        wide = paired_cluster_bootstrap(y, *preds(tests[i]['a'], tests[i]['b']), groups, n_resamples, level=level, seed=seed)
-        tests[i] |= {'low_holm': wide['low'], 'high_holm': wide['high'], 'level_holm': level}
+    preds = {m: seed_probs(table, m, classes).argmax(-1) for m in {m for pair in pairs for m in pair}}
+    tests = paired_comparisons(y, preds, pairs, groups, n_resamples, seed)
     return {'scores': scores, 'paired': [{k: rounded(v) if isinstance(v, float) else v for k, v in t.items()} for t in tests]}
 
 # %% ../nbs/60_study.ipynb #952c9c1f
@@ -576,23 +571,12 @@ def study_sentences(results:dict, limits:bool=True,
 # %% ../nbs/60_study.ipynb #9518643f
 @report_style
 def plot_study_metrics(results:dict, metrics=('accuracy', 'macro_f1')):
-    "Pooled out-of-fold metrics of each arm as a bar with its cluster-bootstrap interval, the baselines as lines: one panel a metric, stacked."
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import PercentFormatter
+    "Pooled out-of-fold metrics of each arm as a bar with its cluster-bootstrap interval, the baselines as lines: one panel a metric, stacked (`plot_metric_intervals`)."
     s, names = results['cross_validation']['scores'], results['names']
     models = results.get('arms') or results['config']['models'].split(',')
-    fig, axes = plt.subplots(len(metrics), 1, figsize=(COLUMN_WIDTH, (0.45 * len(models) + 1.5) * len(metrics)), squeeze=False)
-    for ax, k in zip(axes[:, 0], metrics):
-        v = [s[m]['metrics'][k] for m in models]
-        lo, hi = zip(*(s[m]['ci95'][k] for m in models))
-        ax.barh(range(len(models)), v, xerr=[np.subtract(v, lo), np.subtract(hi, v)], capsize=4, color='tab:blue')
-        for b, style in zip(BASELINES, (':', '--')):
-            ax.axvline(s[b]['metrics'][k], color='k', ls=style, lw=1.5, label=b)
-        ax.set_yticks(range(len(models)), [names[m] for m in models]); ax.invert_yaxis()   # the first arm on top, as in the tables
-        ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
-        ax.set(xlabel=f"{k.replace('_', ' ')}, out-of-fold (bar: 95 % cluster CI)", xlim=(0, max(max(hi), *(s[b]['metrics'][k] for b in BASELINES)) * 1.15))
-    legend_beneath(fig, *axes[0, 0].get_legend_handles_labels(), ncol=len(BASELINES))
-    return fig
+    row = lambda m, k: {'name': names[m], 'metric': k, 'value': s[m]['metrics'][k], 'low': s[m]['ci95'][k][0], 'high': s[m]['ci95'][k][1]}
+    return plot_metric_intervals(pd.DataFrame([row(m, k) for k in metrics for m in models]),
+                                 pd.DataFrame([row(b, k) for k in metrics for b in BASELINES if b in s]), 'out-of-fold; bar: 95 % cluster CI')
 
 # %% ../nbs/60_study.ipynb #e9d77edc
 @report_style
@@ -649,21 +633,11 @@ def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:di
 # %% ../nbs/60_study.ipynb #64a2e558
 @report_style
 def plot_study_f1(results:dict):
-    "F1 of every class (rows) for each arm and baseline (markers), out-of-fold, each with its 95 % cluster-bootstrap interval as a line."
-    import matplotlib.pyplot as plt
+    "F1 of every class (rows) for each arm and baseline (markers), out-of-fold, each with its 95 % cluster-bootstrap interval as a line (`plot_class_f1`)."
     s, names = results['cross_validation']['scores'], results['names']
-    classes = list(next(iter(s.values()))['per_class_f1'])
-    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.12 * len(classes) * len(s) + 1.8 + 0.3 * math.ceil(len(s) / 2)))   # room for the legend
-    offsets = np.linspace(-0.32, 0.32, len(s))
-    for off, (m, v) in zip(offsets, s.items()):
-        f1 = np.array([v['per_class_f1'][c] for c in classes]); lo, hi = np.array([v['per_class_f1_ci95'][c] for c in classes]).T
-        style = dict(color='0.55', marker='x') if m in BASELINES else dict(marker='o')
-        ax.errorbar(f1, np.arange(len(classes)) + off, xerr=[f1 - lo, hi - f1], ls='none', ms=5, capsize=2, label=names[m], **style)
-    ax.set_yticks(range(len(classes)), classes); ax.invert_yaxis()
-    for k in range(len(classes) - 1): ax.axhline(k + 0.5, color='0.9', lw=1)    # one band a class
-    ax.set(xlabel='F1 out-of-fold (line: 95 % cluster CI)', xlim=(0, 1), ylim=(len(classes) - 0.5, -0.5))
-    legend_beneath(fig, *ax.get_legend_handles_labels())
-    return fig
+    rows = [{'name': names[m], 'class': c, 'f1': f1, 'low': v['per_class_f1_ci95'][c][0], 'high': v['per_class_f1_ci95'][c][1]}
+            for m, v in s.items() for c, f1 in v['per_class_f1'].items()]
+    return plot_class_f1(pd.DataFrame(rows), [names[b] for b in BASELINES], 'out-of-fold; line: 95 % cluster CI')
 
 # %% ../nbs/60_study.ipynb #1203cd69
 def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
@@ -1070,9 +1044,17 @@ def study_markdown(results:dict)->str:
     return ''.join(parts)
 
 # %% ../nbs/60_study.ipynb #ee0ba8e2
-def write_study(out:Path, results:dict, table:pd.DataFrame, folds:pd.DataFrame, classes:list, cfg:StudyConfig, root):
+def write_study(out:Path,             # the study folder
+                results:dict,         # as evaluate_study gives them (their classes are the table's)
+                *,
+                table:pd.DataFrame,   # the out-of-fold prediction table
+                folds:pd.DataFrame,   # the per-fold scores
+                cfg:StudyConfig,
+                root,                 # where the images are: the failure gallery and Grad-CAM show them
+               ):
     "Write predictions, figures, tables, README and, last, results.json."
     import matplotlib.pyplot as plt
+    classes = results['classes']
     (out/'results.json').unlink(missing_ok=True)          # no results.json beside half-written figures
     models, names = results.get('arms') or results['config']['models'].split(','), results['names']
     cols = {}
@@ -1213,6 +1195,64 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
             log('evaluation: already done'); return old
         log('evaluation ...')
         results, table, folds = evaluate_study(cfg, audit, out/'runs')
-        write_study(out, results, table, folds, results['classes'], cfg, audit.root)
+        write_study(out, results, table=table, folds=folds, cfg=cfg, root=audit.root)
         log(f'written to {out}: results.json, results.md, predictions.csv, README.md and figures')
         return results
+
+# %% ../nbs/60_study.ipynb #40ce7b8e
+class Study:
+    "A study folder: the one owner of its study.json, results.json, results.md, predictions.csv, README.md, figures and runs."
+    CONFIG, RESULTS, PREDICTIONS, README = 'study.json', 'results.json', 'predictions.csv', 'README.md'
+    FIGURES = ('metrics.png', 'folds.png', 'calibration.png', 'confusion.png', 'per_class_f1.png', 'curves.png', 'gradcam.png', 'failures.png')
+
+    def __init__(self, path:Path): self.path = Path(path)
+    def __repr__(self): return f'Study({self.path.name!r})'
+    def run(self, job:str)->Run: return Run(self.path/'runs'/job)   # 'custom-fold0', 'vgg16@hed-official', ...
+
+    @property
+    def config(self)->StudyConfig:
+        "The study's configuration, as `study.json` records it."
+        if not (self.path/self.CONFIG).exists(): raise UserError(f'{self.path} is not a study folder (no {self.CONFIG})')
+        saved, known = read_json(self.path/self.CONFIG).get('config') or {}, {f.name for f in fields(StudyConfig)}
+        return StudyConfig(**{k: v for k, v in saved.items() if k in known})
+    @functools.cached_property
+    def results(self)->dict:
+        "Everything the evaluation found (`results.json`); a `UserError` while the study is not evaluated."
+        if not (self.path/self.RESULTS).exists():
+            raise UserError(f'{self.path} holds no evaluated study (no {self.RESULTS}): run `bone_fracture study` with it as --out to finish it')
+        return read_json(self.path/self.RESULTS)
+    @functools.cached_property
+    def predictions(self)->pd.DataFrame: return pd.read_csv(self.path/self.PREDICTIONS)   # one row per image: label, group, fold, each arm's answers
+
+    # what the results say, by arm
+    @property
+    def arms(self)->list: return self.results['arms']
+    @property
+    def names(self)->dict: return self.results['names']   # arm or baseline -> 'VGG16 (ImageNet→HED edges), frozen'
+    def score(self, arm:str, metric:str='accuracy')->tuple[float, float, float]:
+        "One arm's (or baseline's) pooled out-of-fold `metric` with its 95 % interval: (value, low, high)."
+        s = self.results['cross_validation']['scores'][arm]
+        return (s['metrics'][metric], *s['ci95'][metric])
+    def answers(self, arm:str)->list[str]:
+        "The predicted-class columns of an arm in `predictions.csv`, one a seed."
+        name = self.names[arm]
+        return [c for c in self.predictions if c.startswith(name) and c.endswith(': predicted') and c[len(name)] in ':,']
+
+    # the views a chapter shows
+    def scores(self, metrics=HEADLINE)->pd.DataFrame: return scores_frame(self.results, metrics)
+    def paired(self)->pd.DataFrame: return paired_frame(self.results)
+    def folds(self, metric:str='accuracy')->pd.DataFrame: return folds_frame(self.results, metric)
+    def leak(self)->pd.DataFrame: return leak_frame(self.results)
+    def same_image_leak(self)->pd.DataFrame: return same_image_leak_frame(self.results)
+    def calibration(self)->pd.DataFrame: return calibration_frame(self.results)
+    def reliability(self)->pd.DataFrame: return reliability_frame(self.results)
+    def auc(self)->pd.DataFrame: return auc_frame(self.results)
+    def label_noise(self)->pd.DataFrame: return label_noise_frame(self.results)
+    def sentences(self, limits:bool=True)->str: return study_sentences(self.results, limits)
+    def figure(self, name:str)->Path:
+        "The path of one of the study's figures, refused in one line if the study did not write it."
+        if name not in self.FIGURES: raise UserError(f"a study draws {', '.join(self.FIGURES)}, not {name}")
+        if not (p := self.path/name).exists(): raise UserError(f'{self.path} has no {name}: run `bone_fracture study` with it as --out to draw it')
+        return p
+    @property
+    def readme(self)->str: return (self.path/self.README).read_text()
