@@ -4,7 +4,7 @@
 
 # %% ../nbs/34_export.ipynb #f5be1843
 from __future__ import annotations
-import json, logging, os, shutil
+import json, logging, os, shutil, warnings
 from pathlib import Path
 
 import keras
@@ -12,6 +12,7 @@ import numpy as np
 
 from .data import UserError, atomic_write
 from .predict import load_predictor
+from .runs import tensorflow_warnings_held
 
 # %% auto #0
 __all__ = ['TRAINING_ONLY', 'EXPORT_FORMATS', 'TOLERANCE', 'Passthrough', 'inference_model', 'export_model', 'exported_predictor']
@@ -53,9 +54,11 @@ def export_model(model,               # a finished run directory, or a .keras fi
     shutil.rmtree(partial, ignore_errors=True) if partial.is_dir() else partial.unlink(missing_ok=True)   # what an interrupted export left
     size = net.inputs[0].shape[1]
     copy = inference_model(net)
-    copy(np.zeros((1, size, size, 3), np.uint8))   # called once: Keras traces only a model that has run
-    try: copy.export(str(partial), format=EXPORT_FORMATS[format], verbose=False)
-    except Exception as e: raise UserError(f'{format} export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
+    with tensorflow_warnings_held(), warnings.catch_warnings():   # the converters' notes on what they did: not the user's business
+        warnings.simplefilter('ignore')
+        copy(np.zeros((1, size, size, 3), np.uint8))   # called once: Keras traces only a model that has run
+        try: copy.export(str(partial), format=EXPORT_FORMATS[format], verbose=False)
+        except Exception as e: raise UserError(f'{format} export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
     os.replace(partial, out)
     atomic_write(Path(f'{out}.json'), json.dumps({'format': format, 'input': f'uint8 RGB images, shape (n, {size}, {size}, 3), 0-255',
                                                   'output': f'class probabilities, shape (n, {len(classes)})', 'classes': classes}, indent=1) + '\n')
