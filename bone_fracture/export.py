@@ -77,7 +77,9 @@ def exported_predictor(path,              # an exported model
         return lambda x: session.run(None, {name: np.asarray(x, np.uint8)})[0]
     import tensorflow as tf
     if format == 'tflite':
-        interpreter = tf.lite.Interpreter(model_path=path)
+        with warnings.catch_warnings():   # TensorFlow 2.21 points to LiteRT's own package, and still runs it
+            warnings.simplefilter('ignore')
+            interpreter = tf.lite.Interpreter(model_path=path)
         inp, outp = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
         def run(x):
             interpreter.resize_tensor_input(inp['index'], np.shape(x)); interpreter.allocate_tensors()
