@@ -325,8 +325,9 @@ def topk_ci(y, probs,            # true classes, predicted probabilities ((image
     probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
     stacked = probs if probs.ndim == 3 else probs[None]
     _, g = np.unique(np.asarray(groups), return_inverse=True)
-    above = (stacked > np.take_along_axis(stacked, y[None, :, None], -1)).sum(-1)              # (seeds, images): classes scored above the true one
-    hits = np.stack([np.bincount(g, weights=(a < k).astype(float), minlength=g.max() + 1) for a in above])   # (seeds, groups)
+    top = np.argsort(stacked, axis=-1, kind='mergesort')[..., ::-1][..., :k]                     # scikit-learn's order: ties to the later class
+    hit = (top == y[None, :, None]).any(-1)                                                        # (seeds, images)
+    hits = np.stack([np.bincount(g, weights=h.astype(float), minlength=g.max() + 1) for h in hit])   # (seeds, groups)
     draws = group_resamples(hits.shape[1], n_resamples, seed)
     boot = (draws @ hits.T) / (draws @ np.bincount(g))[:, None]                                 # (resamples, seeds)
     boot = (seed_resamples(len(stacked), n_resamples, seed) * boot).sum(1)

@@ -22,12 +22,12 @@ from .runs import MODELS, ConfigError, Run, RunError, TrainConfig, code_version,
 __all__ = ['PRESETS', 'BASELINES', 'CALIBRATION_BINS', 'ARCH_NAMES', 'PERCENT', 'StudyConfig', 'study_config', 'Job',
            'study_jobs', 'select_jobs', 'tuned_settings', 'job_predictions', 'baseline_probs', 'study_arms',
            'seed_column', 'oof_table', 'prediction_sets', 'seed_probs', 'probs_of', 'mean_metrics', 'fold_tempered',
-           'score_table', 'fold_scores', 'label_noise_scores', 'leak_scores', 'same_image_leak', 'display_name',
-           'study_sentences', 'plot_study_metrics', 'plot_fold_spread', 'plot_study_calibration',
-           'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown', 'run_gradcam',
-           'plot_study_gradcam', 'plot_failures', 'git_commit', 'study_limits', 'run_jobs', 'study_budget',
-           'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'run_precisions', 'sweep_bound',
-           'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
+           'score_table', 'fold_scores', 'label_noise_scores', 'official_trained_groups', 'leak_scores',
+           'same_image_leak', 'display_name', 'study_sentences', 'plot_study_metrics', 'plot_fold_spread',
+           'plot_study_calibration', 'plot_study_confusion', 'plot_study_f1', 'plot_study_curves', 'gradcam_shown',
+           'run_gradcam', 'plot_study_gradcam', 'plot_failures', 'git_commit', 'study_limits', 'run_jobs',
+           'study_budget', 'last_epoch', 'fit_summary', 'study_cost', 'study_inputs', 'adopted_runs', 'run_precisions',
+           'sweep_bound', 'evaluate_study', 'study_readme', 'scores_frame', 'paired_frame', 'folds_frame', 'leak_frame',
            'same_image_leak_frame', 'calibration_frame', 'auc_frame', 'label_noise_frame', 'reliability_frame',
            'study_markdown', 'write_study', 'check_weights', 'training_changes', 'adopt_runs', 'run_study', 'Study']
 
@@ -292,11 +292,10 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
         probs = seed_probs(table, name, classes)
         ci = cluster_bootstrap_ci(y, probs, groups, n_resamples, seed=seed)
         m, f1 = mean_metrics(y, probs), per_class_f1_ci(y, probs, groups, classes, n_resamples, seed=seed)
-        top2 = topk_ci(y, probs, groups, 2, n_resamples, seed=seed)
         scores[name] = {'images': len(y), 'seeds': len(probs), 'classes_predicted': int(min(len(np.unique(p.argmax(1))) for p in probs)),
                         'metrics': {k: rounded(v) for k, v in m.items()},
                         'by_seed': {h: [rounded(classification_metrics(y, p)[h]) for p in probs] for h in ('accuracy', 'macro_f1')},
-                        'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE} | {'top2_accuracy': [rounded(top2[1]), rounded(top2[2])]},
+                        'ci95': {h: [rounded(ci.loc[h, 'low']), rounded(ci.loc[h, 'high'])] for h in HEADLINE},
                         'per_class_f1': {c: rounded(r.value) for c, r in f1.iterrows()},
                         'per_class_f1_ci95': {c: [rounded(r.low), rounded(r.high)] for c, r in f1.iterrows()}}
     for name in models:                                            # calibration, as it is and after temperature scaling fitted elsewhere
@@ -306,6 +305,8 @@ def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2
             c = calibration_ci(y, p, groups, CALIBRATION_BINS, n_resamples, seed=seed)
             scores[name][key] = {k: [rounded(c.loc[k, 'value']), rounded(c.loc[k, 'low']), rounded(c.loc[k, 'high'])] for k in CALIBRATION}
         scores[name]['temperature'] = rounded(float(np.mean(temps)), 3)
+        top2 = topk_ci(y, probs, groups, 2, n_resamples, seed=seed)   # the arms only: a baseline's one-hot answer has no second choice
+        scores[name]['ci95']['top2_accuracy'] = [rounded(top2[1]), rounded(top2[2])]
         bins = pd.concat([reliability(y, p, CALIBRATION_BINS) for p in probs]).groupby(level=0, sort=False)   # every seed's images pooled
         scores[name]['reliability'] = [{'bin': b, 'predictions': int(t.images.sum()), 'confidence': rounded(np.average(t.confidence, weights=t.images)),
                                         'accuracy': rounded(np.average(t.accuracy, weights=t.images))} for b, t in bins]
@@ -342,11 +343,19 @@ def label_noise_scores(table:pd.DataFrame, classes:list, models:list, n_resample
         out['scores'][name] = {k: [rounded(m[k]), rounded(ci.loc[k, 'low']), rounded(ci.loc[k, 'high'])] for k in ('accuracy', 'macro_f1')}
     return out
 
+# %% ../nbs/60_study.ipynb #490461f0
+def official_trained_groups(splits:pd.DataFrame,  # the audit's split table
+                            seed:int=0,           # seed of the validation carve-out
+                           )->set:                # audit groups with an image in the official run's training part
+    "The audit groups an official-split run trains on (its validation carve-out left out): an official Test image in one of them is leaked."
+    from bone_fracture.audit import split_parts
+    return set(splits.group[np.asarray(split_parts(splits, 'official', seed)) == 'train'])
+
 # %% ../nbs/60_study.ipynb #7e319e9c
 def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_resamples:int=2000)->list:
     "Each arm's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
     classes = sorted(splits.label.unique())
-    train_groups = set(splits.group[splits.official != 'test'])
+    train_groups = official_trained_groups(splits, cfg.seed)
     scored = {}   # name -> (its Test images, its predicted class of each)
     for arm, m, file in study_arms(cfg):
         p = job_predictions(Run(runs_dir/Job(m, 'official').name), root, file)
@@ -359,9 +368,8 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
 # %% ../nbs/60_study.ipynb #8c2a2761
 def same_image_leak(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, table:pd.DataFrame, root, n_resamples:int=2000)->list:
     "Each arm on the official Test images: its accuracy trained on official Train beside its out-of-fold accuracy on the very same images, on the leaked ones and on the rest, each paired difference (points) with its cluster interval."
-    from bone_fracture.audit import split_parts
     classes = sorted(splits.label.unique())
-    trained = set(splits.group[np.asarray(split_parts(splits, 'official', cfg.seed)) == 'train'])   # the carve-out was never trained on
+    trained = official_trained_groups(splits, cfg.seed)
     oof, out = table.set_index('path'), []
     for arm, m, file in study_arms(cfg):
         p = job_predictions(Run(runs_dir/Job(m, 'official').name), root, file)
@@ -936,7 +944,7 @@ PERCENT = {'accuracy': 'accuracy, %', 'balanced_accuracy': 'balanced accuracy, %
 def scores_frame(results:dict, metrics=HEADLINE)->pd.DataFrame:
     "Pooled out-of-fold metrics of every arm and baseline, each 'value [low, high]' with its 95 % cluster-bootstrap interval: percentages with one decimal (kappa: two decimals)."
     cell = lambda v, k: _with_ci(v['metrics'][k], v['ci95'][k]) if k in PERCENT else _with_ci(v['metrics'][k], v['ci95'][k], 1, 2)
-    rows = {results['names'][m]: {PERCENT.get(k, k): cell(v, k) for k in metrics if k in v['ci95']} for m, v in results['cross_validation']['scores'].items()}
+    rows = {results['names'][m]: {PERCENT.get(k, k): cell(v, k) if k in v['ci95'] else '–' for k in metrics} for m, v in results['cross_validation']['scores'].items()}
     return pd.DataFrame(rows).T.rename_axis('model')
 
 # %% ../nbs/60_study.ipynb #31d5b646
