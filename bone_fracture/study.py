@@ -83,7 +83,6 @@ class StudyConfig:
             except TypeError as e: raise ConfigError(f'recipes of {m}: {e}') from None
         self.check_tune()
         if unknown := sorted(set(self.untuned_models) - set(self.model_list)): raise ConfigError(f"untuned names models the study does not have: {', '.join(unknown)}")
-        if self.recipe_sweep and not Path(self.recipe_sweep).is_file(): raise ConfigError(f'recipe_sweep {self.recipe_sweep} is not a file')
 
     def check_tune(self):
         "Each tuned model: a model of the study, one numeric TrainConfig setting, two to five distinct candidates, each a valid value."
@@ -1184,6 +1183,7 @@ def run_study(cfg:StudyConfig,     # the study (see study_config)
         if saved.exists() and (diff := training_changes(read_json(saved).get('config'), cfg)):
             raise UserError(f"{out} holds a study with other settings ({', '.join(diff)}); pass a new --out or the same settings")
         check_weights(cfg)                           # weights that cannot be had fail before hours of training
+        if cfg.recipe_sweep: sweep_bound(cfg.recipe_sweep)   # and so does a recipe sweep that cannot be read
         log(f'audit of {cfg.data} ...')
         audit = run_audit(cfg.data, seed=cfg.seed, folds=cfg.folds)
         if (audit.splits.fold < 0).all(): raise DataError(f'{cfg.data} has too few groups of images for {cfg.folds} folds')
