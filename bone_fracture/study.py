@@ -447,21 +447,24 @@ def _leak(l:dict, names:dict)->str:
               f'a difference of {d:.1f} points (95 % CI {lo:.1f} to {hi:.1f}) that these images cannot tell from none')
     return f"{head} and {100 * l['accuracy_unleaked']:.1f} % on the other {l['test_images'] - l['leaked_images']}, {effect}"
 
-def _recipe(s:dict, models:list, names:dict, bound:float|None, tuned:dict|None=None)->str:
-    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against its lead over each model it beats (`bound` None: that it may, unbounded here; `tuned`: the setting this study chose on validation instead)."
+def _recipe(leads:dict,               # each model the custom CNN leads: (its lead, the lower end of its Holm-adjusted interval), fractions
+            names:dict, bound:float|None, # how much the recipe's choice may flatter it (None: that it may, unbounded here)
+            tuned:dict|None=None,        # the setting this study chose on validation instead, if any
+           )->str:
+    "How far the choice of the custom CNN's recipe on earlier test scores may flatter it, against the lower end of its Holm-adjusted lead over each model it beats."
     recipe = (f"The custom CNN's recipe (all of it but its {tuned['setting']}, chosen here on validation images) was chosen" if tuned else
               "The custom CNN's recipe was chosen")
     if bound is None: return (f"{recipe} by test accuracy on earlier splits of these same images, which may flatter "
                               "it: its leads are not to be read at face value. How much, this study cannot say (it was given no recipe "
                               "sweep to bound it from: `--recipe-sweep`).")
-    lead = {m: s['custom']['metrics']['accuracy'] - s[m]['metrics']['accuracy'] for m in models if m != 'custom'}
-    within = [f'{100 * d:.1f} points over {names[m]}' for m, d in lead.items() if 0 < d <= bound]
-    beyond = [names[m] for m, d in lead.items() if d > bound]
+    within = [f'{names[m]} ({100 * d:.1f} points, {100 * low:.1f} at the lower end of its Holm-adjusted interval)'
+              for m, (d, low) in leads.items() if d > 0 and low <= bound]
+    beyond = [names[m] for m, (d, low) in leads.items() if d > 0 and low > bound]
     out = (f"{recipe} by test accuracy on earlier splits of these same images, which may flatter it "
            f"by {100 * bound:.1f} points at most in expectation (a bound from its recipe sweep)")
-    if within: out += (f": as much as its lead of {_and(within)}, so {'that lead' if len(within) == 1 else 'those leads'} may "
+    if within: out += (f": as much as its lead over {_and(within)}, so {'that lead' if len(within) == 1 else 'those leads'} may "
                        f"come from how the recipe was chosen rather than from the architecture")
-    if beyond: out += f"{';' if within else ':'} its lead over {_and(beyond)} is larger than that"
+    if beyond: out += f"{';' if within else ':'} its lead over {_and(beyond)} stays larger than that even at the lower end of its Holm-adjusted interval"
     return out + '.'
 
 def _settings(results:dict)->str|None:
@@ -523,10 +526,13 @@ def study_sentences(results:dict, limits:bool=True,
            f"{over}, the highest accuracy is that of {who}: {scored}, against {bar} for {what}; but it cannot be told apart from "
            f"{_and(level)} on these images (below)." if acc(best) > acc(base) else
            f"{over}, no model is more accurate than {what}, at {bar}: the best of them, {who}, reach{'es' if len(tied) == 1 else ''} {scored}."]
-    within = lambda other: best == 'custom' and other in models and (recipe_bound is None or acc(best) - acc(other) <= recipe_bound)
+    def lead(t):   # the best model's lead in a paired test, and the lower end of its Holm-adjusted interval
+        d, low, high = t['difference'], t.get('low_holm', t['low']), t.get('high_holm', t['high'])
+        return (d, low) if t['a'] == best else (-d, -high)
+    within = lambda other, t: best == 'custom' and other in models and (recipe_bound is None or lead(t)[1] <= recipe_bound)   # the bound enters the verdict
     untuned = set(results.get('untuned', []))
     judged = lambda other: not ({best, other} & untuned) or best.partition('@')[0] == other.partition('@')[0] or other == base   # no architecture verdict through an untuned arm
-    out += [_lead(t, best, names, cfg['resamples'], within(other), recipe_bound is not None) if judged(other) else
+    out += [_lead(t, best, names, cfg['resamples'], within(other, t), recipe_bound is not None) if judged(other) else
             f"Against {names[other]}, no verdict: {names[best] if best in untuned else 'its'} settings were carried over, not tuned "
             f"({100 * (t['difference'] if t['a'] == best else -t['difference']):+.1f} points)."
             for other in [m for m in models if m != best] + [base] if (t := against(best, other))]
@@ -534,7 +540,9 @@ def study_sentences(results:dict, limits:bool=True,
     if (pretrained := _pretraining(cv, names, models, cfg['resamples'])): out.append(pretrained)
     if (how := _settings(results)): out.append(how)
     if (cal := _calibration(cv, names, models)): out.append(cal)
-    if 'custom' in models: out.append(_recipe(s, models, names, recipe_bound, results.get('tuning', {}).get('custom')))   # with no bound, still said: the recipe was chosen on these images
+    if 'custom' in models:
+        leads = {m: lead(t) for m in models if m != 'custom' and best == 'custom' and (t := against('custom', m))}
+        out.append(_recipe(leads, names, recipe_bound, results.get('tuning', {}).get('custom')))   # with no bound, still said: the recipe was chosen on these images
     if weak := [names[m] for m in models if m != best and (t := against(m, base)) and t['p_holm'] >= 0.05]:
         out.append(f"{_cap(_and(weak))} cannot be told from the majority class on these images (Holm-adjusted p ≥ 0.05 against it).")
     if one := [names[m] for m in models if s[m].get('classes_predicted') == 1]:
