@@ -70,7 +70,8 @@ def reliability(y,              # true class of each image
     b = np.clip(np.searchsorted(edges, conf, side='left') - 1, 0, bins - 1)
     t = pd.DataFrame({'bin': b, 'confidence': conf, 'correct': right}).groupby('bin').agg(
         images=('correct', 'size'), confidence=('confidence', 'mean'), accuracy=('correct', 'mean'))
-    t.index = [f'{edges[i]:.1f}–{edges[i + 1]:.1f}' for i in t.index]
+    digits = 1 if np.allclose(edges * 10, np.round(edges * 10)) else 2   # 15 bins need two decimals to tell their edges apart
+    t.index = [f'{edges[i]:.{digits}f}–{edges[i + 1]:.{digits}f}' for i in t.index]
     return t
 
 # %% ../nbs/30_metrics.ipynb #50f1d539
