@@ -118,7 +118,8 @@ def predict(images:list,             # image files
         if row.error: print(f'{row.file}: cannot predict: {row.error}')
         else: print(f'{row.file}: ' + ', '.join(f"{getattr(row, f'class_{k}')} {getattr(row, f'prob_{k}'):.3f}"
                                                   for k in range(1, top_k + 1) if hasattr(row, f'class_{k}')))
-    if (table.error != '').all(): raise UserError(f'none of the {len(table)} images could be read')
+    if (table.error != '').all():
+        raise UserError('the image could not be read' if len(table) == 1 else f'none of the {len(table)} images could be read')
     return table
 
 # %% ../nbs/90_cli.ipynb #a1aed0b4
