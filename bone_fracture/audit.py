@@ -4,7 +4,7 @@
 
 # %% ../nbs/02_audit.ipynb #945d4f45
 from __future__ import annotations
-import hashlib, itertools, json, os, re, time, warnings
+import hashlib, itertools, json, re, time, warnings
 from dataclasses import dataclass
 from pathlib import Path
 

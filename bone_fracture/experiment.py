@@ -10,14 +10,13 @@ from pathlib import Path
 
 import keras
 import matplotlib.pyplot as plt
-import numpy as np
 import tensorflow as tf
 
 from .audit import run_audit
 from .custom_cnn import custom_cnn
 from .data import UserError, cache_dir
 from .pipeline import StudyData
-from .runs import MODELS, ConfigError, Run, TrainConfig, code_version, versions
+from .runs import ConfigError, Run, TrainConfig, code_version, versions
 from .compute import compile_model, precision_policy, seeded
 from .train import fit_config
 from .interpret import plot_curves

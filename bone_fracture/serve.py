@@ -8,7 +8,6 @@ import base64, html, io, tempfile
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from .data import BadImage, UserError
 from .metrics import cluster_bootstrap_ci
