@@ -128,13 +128,10 @@ def export(model:str,                # a run directory or a .keras file
            out:str='',               # the file to write (default: the run's name with the format's ending, here); never overwritten
           ):
     "Export a trained model as ONNX, TensorFlow Lite or a SavedModel: uint8 images in, class probabilities out, its classes in <out>.json."
-    from bone_fracture.export import EXPORT_FORMATS
-    if format not in EXPORT_FORMATS: raise UserError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
-    ending = {'onnx': '.onnx', 'tflite': '.tflite', 'savedmodel': ''}[format]
-    out = out or Path(model).resolve().name.removesuffix('.keras') + ending
     import_tensorflow()
-    from bone_fracture.export import export_model
-    with native_stderr_held(): written = export_model(model, out, format)   # the converters' own chatter
+    from bone_fracture.export import EXPORT_FORMATS, export_model
+    if format not in EXPORT_FORMATS: raise UserError(f"--format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
+    with native_stderr_held(): written = export_model(model, out or None, format)   # the converters' own chatter
     print(f'{format}: {written} (classes and input in {written}.json)')
     return written
 

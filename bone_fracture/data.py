@@ -134,7 +134,9 @@ def read_dicom(path:Path)->tuple[Image.Image, list[str]]:
     except Exception as e:
         raise BadImage(f"DICOM pixel data cannot be decoded ({getattr(syntax, 'name', syntax)}: {type(e).__name__})") from None
     notes, frames = [], int(ds.get('NumberOfFrames', 1) or 1)
-    if frames > 1: a, _ = a[0], notes.append(f'first of {frames} DICOM frames used')
+    if frames > 1:
+        a = a[0]
+        notes.append(f'first of {frames} DICOM frames used')
     if ds.get('SamplesPerPixel', 1) == 3: return Image.fromarray(np.asarray(a, np.uint8)).convert('RGB'), notes + ['colour DICOM']
     bits, photometric = int(ds.get('BitsStored', 8)), ds.get('PhotometricInterpretation', 'MONOCHROME2')
     plain = bits <= 8 and not {'RescaleSlope', 'ModalityLUTSequence', 'VOILUTSequence', 'WindowCenter'} & set(ds.dir())
@@ -149,7 +151,9 @@ def read_dicom(path:Path)->tuple[Image.Image, list[str]]:
         lo, hi = c - w / 2, c + w / 2; notes.append(f'window {c:g}/{w:g} applied')
     else: lo, hi = float(x.min()), float(x.max()); notes.append(f'{bits}-bit values scaled from their own range')
     x = np.clip((x - lo) / max(hi - lo, 1e-9), 0, 1)
-    if photometric == 'MONOCHROME1': x, _ = 1 - x, notes.append('MONOCHROME1 inverted')
+    if photometric == 'MONOCHROME1':
+        x = 1 - x
+        notes.append('MONOCHROME1 inverted')
     return Image.fromarray(np.round(x * 255).astype(np.uint8), 'L'), notes
 
 # %% ../nbs/01_data.ipynb #79e45318

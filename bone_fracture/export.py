@@ -34,15 +34,16 @@ def inference_model(model:keras.Model)->keras.Model:
     return clone
 
 # %% ../nbs/34_export.ipynb #68911b95
-EXPORT_FORMATS = {'onnx': 'onnx', 'tflite': 'litert', 'savedmodel': 'tf_saved_model'}   # our name -> Keras' export format
+EXPORT_FORMATS = {'onnx': ('onnx', '.onnx'), 'tflite': ('litert', '.tflite'), 'savedmodel': ('tf_saved_model', '')}   # our name -> Keras' format, file ending
 
-def export_model(model,               # a finished run directory, or a .keras file
-                 out,                 # the file (a folder for 'savedmodel') to write; never overwritten
-                 format:str='onnx',   # 'onnx', 'tflite' or 'savedmodel'
-                )->Path:              # `out`
+def export_model(model,                 # a finished run directory, or a .keras file
+                 out=None,              # the file (a folder for 'savedmodel') to write, never overwritten; default: the model's name and the format's ending, here
+                 format:str='onnx',     # 'onnx', 'tflite' or 'savedmodel'
+                )->Path:                # the file written
     "Write the model as ONNX, TensorFlow Lite or a SavedModel (uint8 images in, probabilities out), with `<out>.json` naming its classes."
     if format not in EXPORT_FORMATS: raise UserError(f"format must be one of {', '.join(EXPORT_FORMATS)}, not {format!r}")
-    out = Path(out)
+    keras_format, ending = EXPORT_FORMATS[format]
+    out = Path(out) if out else Path(Path(model).resolve().name.removesuffix('.keras') + ending)
     if out.exists() or Path(f'{out}.json').exists(): raise UserError(f'{out} exists: name a new file (an export never overwrites)')
     if not out.parent.is_dir(): raise UserError(f'{out.parent} is not a folder')
     if format == 'onnx':
@@ -57,7 +58,7 @@ def export_model(model,               # a finished run directory, or a .keras fi
     with tensorflow_warnings_held(), warnings.catch_warnings():   # the converters' notes on what they did: not the user's business
         warnings.simplefilter('ignore')
         copy(np.zeros((1, size, size, 3), np.uint8))   # called once: Keras traces only a model that has run
-        try: copy.export(str(partial), format=EXPORT_FORMATS[format], verbose=False)
+        try: copy.export(str(partial), format=keras_format, verbose=False)
         except Exception as e: raise UserError(f'{format} export failed: {type(e).__name__}: {str(e).splitlines()[0][:200]}') from None
     os.replace(partial, out)
     atomic_write(Path(f'{out}.json'), json.dumps({'format': format, 'input': f'uint8 RGB images, shape (n, {size}, {size}, 3), 0-255',
