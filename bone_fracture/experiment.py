@@ -80,8 +80,8 @@ def train_run(cfg:TrainConfig,   # what to train
                           images={k: len(v) for k, v in data.parts.items()}, epochs=len(history), parameters=model.count_params(),
                           val_accuracy=kept['val_accuracy'], val_loss=kept['val_loss'],
                           seconds_this_session=round(time.perf_counter() - start, 1), versions=versions())
-    run.predictions(data=data)   # the test part's predictions, kept small beside the models: the evidence a study reads
-    return info
+        run.predictions(data=data)   # the test part's predictions, kept small beside the models (the evidence a study reads),
+    return info                      # written before the lock is let go: a run held by no one is whole
 
 # %% ../nbs/25_experiment.ipynb #52f680aa
 DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning
@@ -115,7 +115,7 @@ def demo_run(cfg:TrainConfig)->Run:
     if cfg.data != 'demo': raise ConfigError(f"demo_run trains on the demo data only, not {cfg.data!r}")
     key = hashlib.sha256(json.dumps(asdict(cfg), sort_keys=True).encode()).hexdigest()[:10]
     run = Run(cache_dir()/'runs'/f'{cfg.model}-{cfg.split}-{code_version()}-{key}')
-    if not run.finished:
+    if not (run.finished and (run.path/Run.PREDICTIONS).exists()):   # finished by another process that still writes its predictions: wait for it
         prune_demo_runs()
         train_run(cfg, run.path, verbose=0, wait=True)
     return run

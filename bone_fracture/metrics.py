@@ -10,7 +10,7 @@ from scipy import stats
 from sklearn import metrics as skm
 
 # %% auto #0
-__all__ = ['HEADLINE', 'CALIBRATION', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability',
+__all__ = ['HEADLINE', 'CALIBRATION', 'CALIBRATION_BINS', 'macro_auc', 'classification_metrics', 'per_class_table', 'reliability',
            'expected_calibration_error', 'tempered', 'fit_temperature', 'class_f1', 'headline_from_confusion',
            'headline_metrics', 'bootstrap_ci', 'mcnemar', 'group_confusions', 'group_resamples', 'seed_resamples',
            'confusion_bootstrap', 'cluster_bootstrap_ci', 'per_class_f1_ci', 'paired_cluster_bootstrap', 'holm',
@@ -265,10 +265,11 @@ def paired_comparisons(y,                 # true class of each image
 
 # %% ../nbs/30_metrics.ipynb #77a72e43
 CALIBRATION = ('ece', 'brier', 'log_loss')   # calibration_ci's rows
+CALIBRATION_BINS = 15   # equal-width bins of the top probability for a study's ECE
 
 def calibration_ci(y, probs,           # true classes, predicted probabilities ((images, k), or (seeds, images, k))
                    groups,             # audit group of each image: the unit that is resampled
-                   bins:int=15,        # equal-width bins of the top probability for the ECE, as in reliability
+                   bins:int=CALIBRATION_BINS, # equal-width bins of the top probability for the ECE, as in reliability
                    n_resamples:int=2000, level:float=0.95, seed:int=0,
                   )->pd.DataFrame:     # one row per CALIBRATION number: value (the mean over seeds), low, high
     "ECE, Brier score and log-loss, each with its percentile interval over resamples of whole audit groups and of seeds."
