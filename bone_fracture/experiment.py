@@ -84,9 +84,10 @@ def train_run(cfg:TrainConfig,   # what to train
     return info                      # written before the lock is let go: a run held by no one is whole
 
 # %% ../nbs/25_experiment.ipynb #52f680aa
-DEMO_RECIPES = {  # seconds on two CPU cores; VGG16 and ResNet50 from random weights (offline), long enough to start learning
+DEMO_RECIPES = {  # seconds on two CPU cores, long enough to start learning; offline: VGG16 from HED's weights, which a package ships
+                  # (the transfer path, both phases: the head on cached features, then block 5), ResNet50 from random weights
     'custom':   dict(image_size=64, epochs=12, lr=3e-3, batch_size=16, schedule='cosine'),
-    'vgg16':    dict(image_size=32, epochs=2, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
+    'vgg16':    dict(image_size=32, epochs=2, lr=1e-3, batch_size=16, schedule='cosine', weights='hed', fine_tune_epochs=1, fine_tune_lr=1e-5, unfreeze=1),
     'resnet50': dict(image_size=32, epochs=2, lr=1e-4, batch_size=16, schedule='cosine', weights='none'),
 }
 
@@ -121,17 +122,18 @@ def demo_run(cfg:TrainConfig)->Run:
     return run
 
 # %% ../nbs/25_experiment.ipynb #56b68e0e
-CPU_RECIPES = {  # the model chapters' runs on the real data, 2 CPU cores, random weights
+CPU_RECIPES = {  # the model chapters' runs on the real data, 2 CPU cores; VGG16 the study's pretrained recipe, ResNet50 from random weights
     'custom':   dict(image_size=64, epochs=150, batch_size=16, schedule='cosine'),
-    'vgg16':    dict(image_size=64, epochs=20, batch_size=32, lr=1e-4, patience=6, weights='none'),
+    'vgg16':    dict(image_size=128, head='last3', epochs=100, batch_size=16, schedule='cosine', lr=1e-3, weights='hed',
+                     fine_tune_epochs=6, fine_tune_lr=1e-4, unfreeze=1),
     'resnet50': dict(image_size=64, epochs=20, batch_size=32, lr=1e-3, patience=6, weights='none'),
 }
 
 def model_run(model:str,           # 'custom', 'vgg16' or 'resnet50'
               data:str='demo',     # 'demo', a folder or 'kaggle'
-              seed:int=0,
+              seed:int=0,          # seed of the split and of training
               runs_dir=None,       # where real-data runs live (`<model>-seed<seed>` inside); resumed if there
-              verbose='auto',
+              verbose='auto',      # Keras' progress display
              )->Run:
     "The run a model chapter shows: the shared demo run on 'demo', else the model's CPU recipe on `data`."
     if data == 'demo': return demo_run(demo_config(model, seed=seed))
