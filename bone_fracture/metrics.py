@@ -138,9 +138,9 @@ def headline_metrics(y,                # true class of each image
 # %% ../nbs/30_metrics.ipynb #f54c8a11
 def bootstrap_ci(y,                  # true class of each image
                  probs,              # predicted probabilities, one column per class
-                 n_resamples:int=2000,
+                 n_resamples:int=2000, # bootstrap resamples
                  level:float=0.95,   # coverage of the interval
-                 seed:int=0,
+                 seed:int=0,         # seed of the resampling: the same seed, the same interval
                 )->pd.DataFrame:     # one row per HEADLINE metric: value, low, high
     "Each headline metric with its percentile-bootstrap interval over the test images."
     y, probs = np.asarray(y), np.asarray(probs)
@@ -166,7 +166,7 @@ def mcnemar(y,        # true class of each image
 def group_confusions(y,            # true class of each image
                      pred,         # predicted class of each image
                      groups,       # audit group of each image
-                     num_classes:int,
+                     num_classes:int, # k, the number of classes
                     )->np.ndarray: # (groups, k, k): one confusion matrix per group
     "The confusion matrix of each group's images."
     codes = pd.factorize(np.asarray(groups))[0]
@@ -174,18 +174,27 @@ def group_confusions(y,            # true class of each image
     np.add.at(cms, (codes, np.asarray(y), np.asarray(pred)), 1)
     return cms
 
-def group_resamples(n_groups:int, n_resamples:int=2000, seed:int=0)->np.ndarray:
+def group_resamples(n_groups:int,           # how many audit groups there are
+                    n_resamples:int=2000,   # bootstrap resamples
+                    seed:int=0,             # seed of the resampling: the same seed, the same draws
+                   )->np.ndarray:
     "How often each group is drawn in each cluster-bootstrap resample: (resamples, groups)."
     return np.random.default_rng(seed).multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=n_resamples)
 
-def seed_resamples(n_seeds:int, n_resamples:int=2000, seed:int=0, stream:int=1)->np.ndarray:
+def seed_resamples(n_seeds:int,            # how many training seeds an arm has
+                   n_resamples:int=2000,    # bootstrap resamples
+                   seed:int=0,              # seed of the resampling: the same seed, the same draws
+                   stream:int=1,            # which stream of that seed, apart from the groups' draws: 1, or one per arm of a paired test
+                  )->np.ndarray:
     "The weight of each training seed in each resample: seeds drawn with replacement, weights summing to 1 (resamples, seeds)."
     rng = np.random.default_rng([seed, stream])   # a stream apart from the groups' draws (and one per model in a paired test)
     return rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_resamples) / n_seeds
 
 def confusion_bootstrap(y, probs, groups,    # true classes, predicted probabilities ((images, k), or (seeds, images, k)), audit groups
                         stat,                 # confusion matrices (..., k, k) -> numbers (..., m): headline_from_confusion, class_f1
-                        n_resamples:int=2000, level:float=0.95, seed:int=0,
+                        n_resamples:int=2000, # bootstrap resamples
+                        level:float=0.95,     # coverage of the interval: 0.95 for a 95 % interval
+                        seed:int=0,           # seed of the resampling: the same seed, the same interval
                        )->tuple:              # (value, low, high), each of shape (m,)
     "`stat` of the pooled confusion matrix (the mean over seeds) and its percentile interval over resamples of whole groups and of seeds."
     probs = np.asarray(probs)
@@ -198,9 +207,9 @@ def confusion_bootstrap(y, probs, groups,    # true classes, predicted probabili
 
 def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabilities
                          groups,              # audit group of each image: the unit that is resampled
-                         n_resamples:int=2000,
-                         level:float=0.95,
-                         seed:int=0,
+                         n_resamples:int=2000, # bootstrap resamples
+                         level:float=0.95,    # coverage of the interval: 0.95 for a 95 % interval
+                         seed:int=0,          # seed of the resampling: the same seed, the same interval
                         )->pd.DataFrame:      # one row per HEADLINE metric: value, low, high
     "Each headline metric with its percentile interval from resampling whole audit groups."
     value, low, high = confusion_bootstrap(y, probs, groups, headline_from_confusion, n_resamples, level, seed)
@@ -210,9 +219,9 @@ def cluster_bootstrap_ci(y, probs,            # true classes, predicted probabil
 def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
                     groups,              # audit group of each image: the unit that is resampled
                     classes:list,        # class names, in column order
-                    n_resamples:int=2000,
-                    level:float=0.95,
-                    seed:int=0,
+                    n_resamples:int=2000, # bootstrap resamples
+                    level:float=0.95,    # coverage of the interval: 0.95 for a 95 % interval
+                    seed:int=0,          # seed of the resampling: the same seed, the same interval
                    )->pd.DataFrame:      # one row per class: value, low, high
     "The F1 of every class with its percentile interval from resampling whole audit groups, as `cluster_bootstrap_ci` does."
     value, low, high = confusion_bootstrap(y, probs, groups, class_f1, n_resamples, level, seed)
@@ -222,9 +231,9 @@ def per_class_f1_ci(y, probs,            # true classes, predicted probabilities
 def paired_cluster_bootstrap(y,                  # true class of each image
                              pred_a, pred_b,     # two models' predicted classes on the same images: (images,) or (seeds, images)
                              groups,             # audit group of each image
-                             n_resamples:int=2000,
-                             level:float=0.95,
-                             seed:int=0,
+                             n_resamples:int=2000, # bootstrap resamples
+                             level:float=0.95,   # coverage of the interval: 0.95 for a 95 % interval
+                             seed:int=0,         # seed of the resampling: the same seed, the same interval
                             )->dict:             # difference, low, high, p_value
     "Accuracy of a minus accuracy of b (each the mean over its seeds), with its cluster-bootstrap interval (groups and seeds resampled) and a two-sided p-value."
     y, codes = np.asarray(y), pd.factorize(np.asarray(groups))[0]
@@ -252,7 +261,8 @@ def paired_comparisons(y,                 # true class of each image
                        preds:dict,        # name -> predicted classes on the same images: (images,) or (seeds, images)
                        pairs:list,        # (a, b) names to compare: the accuracy of a minus that of b
                        groups,            # audit group of each image
-                       n_resamples:int=2000, seed:int=0,
+                       n_resamples:int=2000, # bootstrap resamples
+                       seed:int=0,           # seed of the resampling: the same seed, the same interval
                       )->list[dict]:      # per pair: a, b, difference, low, high, p_value, p_holm, low_holm, high_holm, level_holm
     "Every pair's paired cluster bootstrap, Holm-adjusted over all of them: each p-value, and each interval at the level of its Holm step."
     tests = [{'a': a, 'b': b, **paired_cluster_bootstrap(y, preds[a], preds[b], groups, n_resamples, seed=seed)} for a, b in pairs]
@@ -270,7 +280,9 @@ CALIBRATION_BINS = 15   # equal-width bins of the top probability for a study's 
 def calibration_ci(y, probs,           # true classes, predicted probabilities ((images, k), or (seeds, images, k))
                    groups,             # audit group of each image: the unit that is resampled
                    bins:int=CALIBRATION_BINS, # equal-width bins of the top probability for the ECE, as in reliability
-                   n_resamples:int=2000, level:float=0.95, seed:int=0,
+                   n_resamples:int=2000, # bootstrap resamples
+                   level:float=0.95,     # coverage of the interval: 0.95 for a 95 % interval
+                   seed:int=0,           # seed of the resampling: the same seed, the same interval
                   )->pd.DataFrame:     # one row per CALIBRATION number: value (the mean over seeds), low, high
     "ECE, Brier score and log-loss, each with its percentile interval over resamples of whole audit groups and of seeds."
     probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
@@ -295,7 +307,9 @@ def calibration_ci(y, probs,           # true classes, predicted probabilities (
 # %% ../nbs/30_metrics.ipynb #f6ee55bc
 def class_auc_ci(y, probs,           # true classes, predicted probabilities ((images, k), or (seeds, images, k))
                  groups,             # audit group of each image: the unit that is resampled
-                 n_resamples:int=2000, level:float=0.95, seed:int=0,
+                 n_resamples:int=2000, # bootstrap resamples
+                 level:float=0.95,     # coverage of the interval: 0.95 for a 95 % interval
+                 seed:int=0,           # seed of the resampling: the same seed, the same interval
                 )->pd.DataFrame:     # one row per class: value (the mean over seeds), low, high; NaN for a class with no image or no other
     "One-vs-rest AUROC of each class with its percentile interval over resamples of whole audit groups and of seeds."
     probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
@@ -321,7 +335,9 @@ def class_auc_ci(y, probs,           # true classes, predicted probabilities ((i
 def topk_ci(y, probs,            # true classes, predicted probabilities ((images, k), or (seeds, images, k))
             groups,              # audit group of each image: the unit that is resampled
             k:int=2,             # an image counts as right when its class is among the `k` most probable
-            n_resamples:int=2000, level:float=0.95, seed:int=0,
+            n_resamples:int=2000, # bootstrap resamples
+            level:float=0.95,     # coverage of the interval: 0.95 for a 95 % interval
+            seed:int=0,           # seed of the resampling: the same seed, the same interval
            )->tuple[float, float, float]: # the top-k accuracy (the mean over seeds), and its interval's low and high ends
     "Top-`k` accuracy with its percentile interval over resamples of whole audit groups and of seeds."
     probs, y = np.asarray(probs, dtype='float64'), np.asarray(y)
@@ -358,9 +374,9 @@ def rounded(x, nd:int=4)->float|None:
 def leak_inflation(right,               # whether each official Test image was classified right
                    leaked,              # whether a near-copy of it was on the training side
                    groups,              # audit group of each image: the unit that is resampled
-                   n_resamples:int=2000,
-                   level:float=0.95,
-                   seed:int=0,
+                   n_resamples:int=2000, # bootstrap resamples
+                   level:float=0.95,    # coverage of the interval: 0.95 for a 95 % interval
+                   seed:int=0,          # seed of the resampling: the same seed, the same interval
                   )->dict:              # images, accuracies (all, leaked, unleaked), inflation and its interval
     "Accuracy on all, leaked and unleaked test images, and the inflation (all minus unleaked, in points) with its cluster-bootstrap interval."
     right, leaked = np.asarray(right, float), np.asarray(leaked, bool)

@@ -100,7 +100,10 @@ def evaluate_run(run,        # a finished Run, or its directory
     return [evaluation(name, mask) for name, mask in subsets.items() if mask.any()]
 
 # %% ../nbs/32_report.ipynb #a2d2768a
-def evaluation_record(e:Evaluation, n_resamples:int=2000, seed:int=0)->dict:
+def evaluation_record(e:Evaluation, # one run scored on one test set
+                      n_resamples:int=2000, # bootstrap resamples
+                      seed:int=0,           # seed of the resampling: the same seed, the same intervals
+                     )->dict:
     "One evaluation as `results.json` holds it, its intervals resampling whole audit groups (near-copies are not independent)."
     ci, top2 = cluster_bootstrap_ci(e.y, e.probs, e.groups, n_resamples, seed=seed), topk_ci(e.y, e.probs, e.groups, 2, n_resamples, seed=seed)
     f1 = per_class_f1_ci(e.y, e.probs, e.groups, e.classes, n_resamples, seed=seed)
@@ -117,7 +120,10 @@ def evaluation_record(e:Evaluation, n_resamples:int=2000, seed:int=0)->dict:
             'confusion': confusion_matrix(e.y, e.probs.argmax(1), labels=np.arange(len(e.classes))).tolist()}
 
 # %% ../nbs/32_report.ipynb #91e0099c
-def paired_tests(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->list[dict]:
+def paired_tests(evaluations:list[Evaluation], # the runs scored, each on its test sets
+                 n_resamples:int=2000, # bootstrap resamples
+                 seed:int=0,           # seed of the resampling: the same seed, the same intervals
+                )->list[dict]:
     "The study's paired cluster bootstrap for every pair of different models scored on the very same test images, Holm-adjusted over all pairs on those images."
     out, families = [], {}
     for e in evaluations: families.setdefault((e.test_set, tuple(e.paths)), []).append(e)   # the same images: one family of tests
@@ -142,14 +148,20 @@ def seed_spread(records:list[dict])->list[dict]:
     return out
 
 # %% ../nbs/32_report.ipynb #9764bcbf
-def leak_records(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->list[dict]:
+def leak_records(evaluations:list[Evaluation], # the runs scored, each on its test sets
+                 n_resamples:int=2000, # bootstrap resamples
+                 seed:int=0,           # seed of the resampling: the same seed, the same intervals
+                )->list[dict]:
     "For each official-split run: its accuracy on the whole official test set, on its leaked and unleaked parts, and the inflation with its interval."
     return [{'run': e.run.path.name, 'model': e.model, 'seed': e.seed,
              **leak_inflation(e.probs.argmax(1) == e.y, e.leaked, e.groups, n_resamples, seed=seed)}
             for e in evaluations if e.test_set == 'official']
 
 # %% ../nbs/32_report.ipynb #ab27da7d
-def summarise(evaluations:list[Evaluation], n_resamples:int=2000, seed:int=0)->dict:
+def summarise(evaluations:list[Evaluation], # the runs scored, each on its test sets
+              n_resamples:int=2000, # bootstrap resamples
+              seed:int=0,           # seed of the resampling: the same seed, the same intervals
+             )->dict:
     "All numbers of the study, as a JSON-ready dictionary (the content of `results.json`)."
     records = [evaluation_record(e, n_resamples, seed) for e in evaluations]
     return {'created': time.strftime('%Y-%m-%d %H:%M:%S'), 'versions': versions(),
