@@ -108,7 +108,12 @@ class StudyConfig:
 
     def seeds_of(self, model:str)->int: return self.recipes.get(model, {}).get('seeds', self.seeds)
 
-    def train_config(self, model:str, split:str, seed:int=0, **changes)->TrainConfig:
+    def train_config(self,
+                     model:str,  # an arm's architecture and weights: 'custom', 'vgg16@hed', ...
+                     split:str,  # 'fold0' ... or 'official'
+                     seed:int=0, # which of the study's training seeds: 0 is the study's own
+                     **changes,  # TrainConfig fields that differ from the study's
+                    )->TrainConfig:
         "The `TrainConfig` of one model on one split with its `seed`-th training seed: the shared budget, then the model's recipe, then `changes`."
         arch, _, weights = model.partition('@')
         shared = dict(model=arch, data=self.data, split=split, image_size=self.image_size, batch_size=self.batch_size,
@@ -203,14 +208,21 @@ def tuned_settings(cfg:StudyConfig, runs_dir:Path)->dict:
     return out
 
 # %% ../nbs/38_study.ipynb #288d67ba
-def job_predictions(run:Run, root, name:str='best.keras')->pd.DataFrame:
+def job_predictions(run:Run,               # a finished run
+                    root,                  # where the images are (None: where the runs were trained)
+                    name:str='best.keras', # the model file whose answers are read: 'best.keras' or 'frozen.keras'
+                   )->pd.DataFrame:
     "The test images of a finished run (column `path`) with the class probabilities its model file `name` gave, from the run's predictions.csv."
     p = run.predictions(root)
     if not (p := p[p.model == name]).shape[0]: raise RunError(f'{run.path} has no predictions of {name}: it was not trained with one')
     return p.drop(columns=['model', 'label']).reset_index(drop=True)
 
 # %% ../nbs/38_study.ipynb #afed0abf
-def baseline_probs(train_labels:pd.Series, classes:list, n:int, seed:int=0)->dict:
+def baseline_probs(train_labels:pd.Series, # the training part's labels
+                   classes:list,           # class names, in the order of the probability columns
+                   n:int,                  # how many test images
+                   seed:int=0,             # seed of the class-prior guesses
+                  )->dict:
     "Probabilities of the two baselines for `n` test images: the majority class, and class-prior random guessing."
     prior = train_labels.value_counts(normalize=True).reindex(classes, fill_value=0).values
     majority = np.eye(len(classes))[np.full(n, prior.argmax())]
@@ -232,7 +244,11 @@ def study_arms(cfg:StudyConfig)->list[tuple[str, str, str]]:
 def seed_column(name:str, seed:int)->str: return name if seed == 0 else f'{name}#{seed}'   # 'custom', 'custom#1', ...
 
 # %% ../nbs/38_study.ipynb #f1677d2c
-def oof_table(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root)->pd.DataFrame:
+def oof_table(cfg:StudyConfig,     # the study
+              splits:pd.DataFrame, # the audit's split table
+              runs_dir:Path,       # the study's runs folder
+              root,                # where the images are (None: where the runs were trained)
+             )->pd.DataFrame:
     "One row per usable image: path, label, group, fold, and each arm's (each seed's) and baseline's probabilities (columns 'arm#seed|class')."
     classes = sorted(splits.label.unique())
     table = splits[['path', 'label', 'group', 'fold']].copy()
@@ -255,13 +271,19 @@ def prediction_sets(table:pd.DataFrame)->list:
     return list(dict.fromkeys(c.split('|')[0].split('#')[0] for c in table.columns if '|' in c))
 
 # %% ../nbs/38_study.ipynb #e0817892
-def seed_probs(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
+def seed_probs(table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+               name:str,           # an arm's code: its columns in the table, one set per seed
+               classes:list,       # class names, in the order of the probability columns
+              )->np.ndarray:
     "The probabilities of every seed of one arm (or of a baseline, one 'seed'), in class order: (seeds, images, classes)."
     seeds = [s for s in range(1000) if f'{seed_column(name, s)}|{classes[0]}' in table.columns] or [0]
     return np.stack([table[[f'{seed_column(name, s)}|{c}' for c in classes]].values for s in seeds])
 
 # %% ../nbs/38_study.ipynb #8164fbc4
-def probs_of(table:pd.DataFrame, name:str, classes:list)->np.ndarray:
+def probs_of(table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+             name:str,           # an arm's code: its columns in the table, one set per seed
+             classes:list,       # class names, in the order of the probability columns
+            )->np.ndarray:
     "The probability columns of one arm's first seed, or of a baseline, in class order."
     return seed_probs(table, name, classes)[0]
 
@@ -271,7 +293,10 @@ def mean_metrics(y, probs:np.ndarray)->dict:
     return pd.DataFrame([classification_metrics(y, p) for p in probs]).mean().to_dict()
 
 # %% ../nbs/38_study.ipynb #650d8f4b
-def fold_tempered(y, probs:np.ndarray, folds)->tuple[np.ndarray, np.ndarray]:
+def fold_tempered(y,                # true class of each image
+                  probs:np.ndarray, # an arm's probabilities, one stack per seed: (seeds, images, classes)
+                  folds,            # the fold each image was tested in
+                 )->tuple[np.ndarray, np.ndarray]:
     "Each fold's probabilities (every seed's) at the temperature fitted on the other folds' held-out images, and those temperatures (seeds, folds): no image is scaled by a fit it took part in."
     out, temps = np.empty_like(probs, dtype='float64'), np.zeros((len(probs), len(np.unique(folds))))
     for s, p in enumerate(probs):
@@ -281,7 +306,12 @@ def fold_tempered(y, probs:np.ndarray, folds)->tuple[np.ndarray, np.ndarray]:
     return out, temps
 
 # %% ../nbs/38_study.ipynb #cec0f9f0
-def score_table(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
+def score_table(table:pd.DataFrame,   # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                classes:list,         # class names, in the order of the probability columns
+                models:list,          # the arms to score
+                n_resamples:int=2000, # bootstrap resamples
+                seed:int=0,           # seed of the resampling: the same seed, the same intervals
+               )->dict:
     "Metrics (means over seeds) with intervals resampling groups and seeds, per arm and baseline; paired tests of the arms with each other and with the majority class, each with its Holm-adjusted p-value and interval."
     y, groups = table.label.map(classes.index).values, table.group.values
     scores = {}
@@ -328,7 +358,12 @@ def fold_scores(table:pd.DataFrame, classes:list)->pd.DataFrame:
     return pd.DataFrame(rows)
 
 # %% ../nbs/38_study.ipynb #80fe599a
-def label_noise_scores(table:pd.DataFrame, classes:list, models:list, n_resamples:int=2000, seed:int=0)->dict:
+def label_noise_scores(table:pd.DataFrame,   # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                       classes:list,         # class names, in the order of the probability columns
+                       models:list,          # the arms to score
+                       n_resamples:int=2000, # bootstrap resamples
+                       seed:int=0,           # seed of the resampling: the same seed, the same intervals
+                      )->dict:
     "Each arm's (and the majority class's) accuracy and macro-F1 with intervals, again without the audit groups whose images carry different labels; how many that leaves out."
     mixed = (table.groupby('group').label.transform('nunique') > 1).values
     kept = table[~mixed]
@@ -349,7 +384,12 @@ def official_trained_groups(splits:pd.DataFrame,  # the audit's split table
     return set(splits.group[np.asarray(split_parts(splits, 'official', seed)) == 'train'])
 
 # %% ../nbs/38_study.ipynb #7e319e9c
-def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_resamples:int=2000)->list:
+def leak_scores(cfg:StudyConfig,      # the study
+                splits:pd.DataFrame,  # the audit's split table
+                runs_dir:Path,        # the study's runs folder
+                root,                 # where the images are (None: where the runs were trained)
+                n_resamples:int=2000, # bootstrap resamples
+               )->list:
     "Each arm's official-split accuracy on all, leaked and unleaked official Test images, and the inflation with its interval."
     classes = sorted(splits.label.unique())
     train_groups = official_trained_groups(splits, cfg.seed)
@@ -363,7 +403,13 @@ def leak_scores(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, root, n_res
                                              n_resamples, seed=cfg.seed)} for name, (t, pred) in scored.items()]
 
 # %% ../nbs/38_study.ipynb #8c2a2761
-def same_image_leak(cfg:StudyConfig, splits:pd.DataFrame, runs_dir:Path, table:pd.DataFrame, root, n_resamples:int=2000)->list:
+def same_image_leak(cfg:StudyConfig,      # the study
+                    splits:pd.DataFrame,  # the audit's split table
+                    runs_dir:Path,        # the study's runs folder
+                    table:pd.DataFrame,   # the out-of-fold table, whose answers on the official Test images are compared
+                    root,                 # where the images are (None: where the runs were trained)
+                    n_resamples:int=2000, # bootstrap resamples
+                   )->list:
     "Each arm on the official Test images: its accuracy trained on official Train beside its out-of-fold accuracy on the very same images, on the leaked ones and on the rest, each paired difference (points) with its cluster interval."
     classes = sorted(splits.label.unique())
     trained = official_trained_groups(splits, cfg.seed)
@@ -420,7 +466,13 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
 
 # %% ../nbs/38_study.ipynb #c1643ca7
 @report_style
-def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:dict, bins:int=10, min_images:int=10):
+def plot_study_calibration(table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                           classes:list,       # class names, in the order of the probability columns
+                           models:list,        # the arms to score
+                           names:dict,         # arm code -> the name that says where it started
+                           bins:int=10,        # equal-width bins of the top probability
+                           min_images:int=10,  # fewest images a bin needs to be drawn
+                          ):
     "Reliability of each arm's top probability (every seed's predictions pooled) over bins of `min_images` or more (top), and the images in every bin (bottom)."
     import matplotlib.pyplot as plt
     y = table.label.map(classes.index).values
@@ -441,7 +493,11 @@ def plot_study_calibration(table:pd.DataFrame, classes:list, models:list, names:
 
 # %% ../nbs/38_study.ipynb #26b5ac96
 @report_style
-def plot_study_confusion(table:pd.DataFrame, classes:list, models:list, names:dict):
+def plot_study_confusion(table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                         classes:list,       # class names, in the order of the probability columns
+                         models:list,        # the arms to score
+                         names:dict,         # arm code -> the name that says where it started
+                        ):
     "Row-normalised out-of-fold confusion matrix of each arm (every seed's predictions pooled), one a column wide, stacked."
     import matplotlib.pyplot as plt
     from bone_fracture.interpret import plot_confusion
@@ -464,7 +520,10 @@ def plot_study_f1(results:dict):
     return plot_class_f1(pd.DataFrame(rows), [names[b] for b in BASELINES], 'out-of-fold; line: 95 % cluster CI')
 
 # %% ../nbs/38_study.ipynb #1203cd69
-def plot_study_curves(cfg:StudyConfig, runs_dir:Path, names:dict):
+def plot_study_curves(cfg:StudyConfig, # the study
+                      runs_dir:Path,   # the study's runs folder
+                      names:dict,      # arm code -> the name that says where it started
+                     ):
     "Loss and accuracy per epoch of each model's fold-0 run (first seed; a pretrained model's two phases numbered on), on its training part and its validation part."
     from bone_fracture.interpret import plot_curves
     histories = {display_name(m, cfg.weights): Run(runs_dir/Job(m, 'fold0').name).history for m in cfg.model_list}
@@ -480,7 +539,12 @@ def gradcam_shown(held_out:pd.DataFrame, n:int=4)->pd.DataFrame:
     return held_out[held_out.label.isin(picked)].groupby('label', sort=True).head(1)
 
 # %% ../nbs/38_study.ipynb #95e84110
-def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|None:
+def run_gradcam(run:Run,            # a finished run
+                file:str,           # the model file: 'best.keras' or 'frozen.keras'
+                shown:pd.DataFrame, # the held-out X-rays the figure shows (gradcam_shown)
+                root,               # where the images are (None: where the runs were trained)
+                size:int,           # the model's input size, px
+               )->dict|None:
     "Grad-CAM of one model file of a run on the `shown` X-rays (layer, map grid, heatmaps, explained classes), kept in the run as gradcam-<file>.npz so that it outlives the model file; None if neither is there."
     from bone_fracture.interpret import grad_cam, gradcam_layer
     from bone_fracture.pipeline import load_image
@@ -500,7 +564,14 @@ def run_gradcam(run:Run, file:str, shown:pd.DataFrame, root, size:int)->dict|Non
 
 # %% ../nbs/38_study.ipynb #89c81c7d
 @report_style
-def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_dir:Path, root, names:dict, n:int=4):
+def plot_study_gradcam(cfg:StudyConfig,    # the study
+                       table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                       classes:list,       # class names, in the order of the probability columns
+                       runs_dir:Path,      # the study's runs folder
+                       root,               # where the images are (None: where the runs were trained)
+                       names:dict,         # arm code -> the name that says where it started
+                       n:int=4,            # X-rays shown, each fold-0 arm on the same ones
+                      ):
     "Grad-CAM of each arm's fold-0 run (a row each, under the X-rays) on the same fold-0 X-rays, one from each of `n` classes spread over the list, on a layer with a map of at least 8x8."
     from bone_fracture.interpret import overlay
     from bone_fracture.pipeline import load_image
@@ -531,7 +602,14 @@ def plot_study_gradcam(cfg:StudyConfig, table:pd.DataFrame, classes:list, runs_d
 
 # %% ../nbs/38_study.ipynb #68ac9955
 @report_style
-def plot_failures(table:pd.DataFrame, classes:list, arm:str, names:dict, root, size:int=128, cols:int=4):
+def plot_failures(table:pd.DataFrame, # the out-of-fold table: one row per image, its label, group, fold and each arm's probabilities
+                  classes:list,       # class names, in the order of the probability columns
+                  arm:str,            # the arm whose confident mistakes are shown
+                  names:dict,         # arm code -> the name that says where it started
+                  root,               # where the images are (None: where the runs were trained)
+                  size:int=128,       # thumbnail side, px
+                  cols:int=4,         # thumbnails a row
+                 ):
     "For each class, the held-out X-ray of it that `arm` got wrong most confidently (probabilities averaged over its seeds): the image, its true and its predicted class."
     import matplotlib.pyplot as plt, textwrap
     from bone_fracture.pipeline import load_image
@@ -558,9 +636,9 @@ def git_commit()->str|None:
     except (OSError, subprocess.SubprocessError): return None
 
 # %% ../nbs/38_study.ipynb #5330142c
-def study_limits(cfg:StudyConfig,
-                 adopted:dict|None=None,     # runs taken from an earlier study, as adopted_runs gives them
-                 precisions:dict|None=None,  # how many of the study's runs were trained in each precision (run_precisions)
+def study_limits(cfg:StudyConfig,           # the study
+                 adopted:dict|None=None,    # runs taken from an earlier study, as adopted_runs gives them
+                 precisions:dict|None=None, # how many of the study's runs were trained in each precision (run_precisions)
                 )->str:
     "Where the evidence of a study with this configuration (and runs `adopted` from an earlier study) stops, in one Markdown paragraph."
     by_weights = {}
@@ -598,7 +676,13 @@ def study_limits(cfg:StudyConfig,
             + ".")
 
 # %% ../nbs/38_study.ipynb #54da3567
-def run_jobs(cfg:StudyConfig, jobs:list[Job], runs_dir:Path, verbose='auto', log=print, audit=None):
+def run_jobs(cfg:StudyConfig, # the study
+             jobs:list[Job],  # the jobs to train, in order
+             runs_dir:Path,   # the study's runs folder
+             verbose='auto',  # Keras' progress display
+             log=print,       # where each progress line goes
+             audit=None,      # the study's audit, handed to every job (None: each job audits its data)
+            ):
     "Train (or resume, or read back) each job's run, announcing each; with the study's `audit` (of `cfg.data`), the jobs audit nothing themselves."
     from bone_fracture.experiment import train_run
     for i, job in enumerate(jobs, 1):
@@ -709,7 +793,10 @@ def sweep_bound(sweep:str|Path, # a CSV with one row per run of the sweep: recip
     return {k: rounded(v) if isinstance(v, float) else v for k, v in selection_bound(scores, ['recipe', 'variant'], 'split', 'test_acc').items()} | {'sweep': Path(sweep).name}
 
 # %% ../nbs/38_study.ipynb #710341be
-def evaluate_study(cfg:StudyConfig, audit, runs_dir:Path)->tuple[dict, pd.DataFrame, pd.DataFrame]:
+def evaluate_study(cfg:StudyConfig, # the study
+                   audit,           # the study's audit: its splits, groups and folds
+                   runs_dir:Path,   # the study's runs folder
+                  )->tuple[dict, pd.DataFrame, pd.DataFrame]:
     "The study's results, its out-of-fold prediction table and its per-fold scores."
     arms, classes = [a for a, *_ in study_arms(cfg)], sorted(audit.splits.label.unique())
     table = oof_table(cfg, audit.splits, runs_dir, audit.root)
@@ -868,13 +955,13 @@ def study_markdown(results:dict)->str:
     return ''.join(parts)
 
 # %% ../nbs/38_study.ipynb #ee0ba8e2
-def write_study(out:Path,             # the study folder
-                results:dict,         # as evaluate_study gives them (their classes are the table's)
+def write_study(out:Path,           # the study folder
+                results:dict,       # as evaluate_study gives them (their classes are the table's)
                 *,
-                table:pd.DataFrame,   # the out-of-fold prediction table
-                folds:pd.DataFrame,   # the per-fold scores
-                cfg:StudyConfig,
-                root,                 # where the images are: the failure gallery and Grad-CAM show them
+                table:pd.DataFrame, # the out-of-fold prediction table
+                folds:pd.DataFrame, # the per-fold scores
+                cfg:StudyConfig,    # the study
+                root,               # where the images are: the failure gallery and Grad-CAM show them
                ):
     "Write predictions, figures, tables, README and, last, results.json."
     import matplotlib.pyplot as plt
