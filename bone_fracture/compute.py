@@ -63,7 +63,10 @@ def seeded(seed:int=0, deterministic:bool=True):
         if deterministic and not before: tf_config.disable_op_determinism()
 
 # %% ../nbs/05_compute.ipynb #db89ce56
-def compile_model(model:keras.Model, lr:float=1e-3, jit_compile=None):
+def compile_model(model:keras.Model, # an uncompiled (or compiled) Keras model
+                  lr:float=1e-3,     # the learning rate
+                  jit_compile=None,  # XLA: False, True or 'auto' (Keras' choice)
+                 ):
     "Adam and sparse cross-entropy, with accuracy; XLA on GPUs unless told otherwise."
     model.compile(optimizer=keras.optimizers.Adam(lr), loss='sparse_categorical_crossentropy', metrics=['accuracy'],
                   jit_compile=has_gpu() if jit_compile is None else jit_compile)

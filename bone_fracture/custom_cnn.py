@@ -11,14 +11,22 @@ from keras import layers, regularizers
 __all__ = ['augmentation', 'conv_block', 'custom_cnn']
 
 # %% ../nbs/21_custom_cnn.ipynb #1a814e1e
-def augmentation(name:str='augment', rotation:float=0.05, zoom:float=0.1, contrast:float=0.2)->keras.Sequential:
+def augmentation(name:str='augment',  # the block's name (its layers' prefix)
+                 rotation:float=0.05, # largest rotation, a fraction of a full turn
+                 zoom:float=0.1,      # largest zoom in or out, a fraction
+                 contrast:float=0.2,  # largest contrast change, a fraction
+                )->keras.Sequential:
     "Random flips, small rotations, zoom and contrast: active in training only."
     return keras.Sequential([layers.RandomFlip('horizontal', name=f'{name}_flip'),
                              layers.RandomRotation(rotation, fill_mode='constant', name=f'{name}_rotate'),
                              layers.RandomZoom(zoom, fill_mode='constant', name=f'{name}_zoom'),
                              layers.RandomContrast(contrast, name=f'{name}_contrast')], name=name)
 
-def conv_block(x, filters:int, name:str, weight_decay:float=1e-4):
+def conv_block(x,                       # the block's input tensor
+               filters:int,             # filters of both convolutions
+               name:str,                # the block's name (its layers' prefix)
+               weight_decay:float=1e-4, # L2 penalty on the convolution kernels
+              ):
     "Two 3x3 convolutions with batch norm and ReLU, then 2x2 max-pooling."
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding='same', use_bias=False, kernel_regularizer=regularizers.l2(weight_decay),

@@ -32,7 +32,12 @@ def report_style(plot):
         with plt.rc_context(REPORT_STYLE): return plot(*args, **kwargs)
     return draw
 
-def legend_beneath(fig, handles, labels, ncol:int=2, **kwargs):
+def legend_beneath(fig,        # the figure
+                   handles,    # the legend's handles
+                   labels,     # their labels
+                   ncol:int=2, # columns of the legend
+                   **kwargs,
+                  ):
     "The figure's legend in rows of `ncol` beneath its panels, which shrink to leave it room: it covers no bar or curve."
     fig.legend(handles, labels, loc='lower center', ncol=ncol, frameon=False, **kwargs)
     rows = math.ceil(len(labels) / ncol) + ('title' in kwargs)
@@ -69,7 +74,7 @@ def plot_confusion(y,                    # true class of each image
                    classes:list,         # class names
                    normalize:bool=False, # divide each row by its images: the diagonal is each class's recall
                    ax=None,              # axes to draw on (default: a new figure)
-                   title:str='',
+                   title:str='',         # the figure's title
                    size:float=10,        # points, of the numbers in the cells
                   ):
     "Confusion matrix heatmap: rows true classes, columns predicted."
@@ -160,10 +165,10 @@ def gradcam_layer(model:keras.Model, min_size:int=8)->str:
     return (big[-1] if big else max(spatial, key=lambda l: l.output.shape[1])).name
 
 # %% ../nbs/31_interpret.ipynb #3ff4e522
-def grad_cam(model:keras.Model,
-             images,                # uint8 batch (n, size, size, 3), as the model takes it
-             class_index=None,      # class to explain per image (default: the predicted one)
-             layer:str|None=None,   # default: last_conv_layer(model)
+def grad_cam(model:keras.Model,   # a trained Keras model with a convolutional layer
+             images,              # uint8 batch (n, size, size, 3), as the model takes it
+             class_index=None,    # class to explain per image (default: the predicted one)
+             layer:str|None=None, # default: last_conv_layer(model)
             )->tuple[np.ndarray, np.ndarray]: # heatmaps (n, size, size) in [0, 1], and the explained classes
     "Grad-CAM heatmaps of `model` for `images`, upsampled to the image size."
     import keras, tensorflow as tf   # here, not at the top: the figures of this chapter draw without TensorFlow
@@ -186,7 +191,7 @@ def grad_cam(model:keras.Model,
 def overlay(image,            # uint8 RGB image
             heatmap,          # Grad-CAM map of the same size, in [0, 1]
             ax=None,          # axes to draw on (default: a new figure)
-            title:str='',
+            title:str='',     # the figure's title
             alpha:float=0.45, # opacity of the heatmap
            ):
     "The X-ray in grey with the Grad-CAM heatmap on top."

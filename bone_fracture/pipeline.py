@@ -49,14 +49,17 @@ class Shuffled:
         return order.batch(self.batch_size).prefetch(tf.data.AUTOTUNE)
 
 # %% ../nbs/03_pipeline.ipynb #e9c1e725
-def load_image(path:str|Path, size:int, resize:str='pad')->np.ndarray:
+def load_image(path:str|Path,    # an image file (JPEG, PNG, DICOM, ...)
+               size:int,         # side of the square it is resized to, px
+               resize:str='pad', # resize here (False: the caller resizes)
+              )->np.ndarray:
     "Decode one file into a `size` x `size` uint8 RGB array."
     return fit_square(open_image(path)[0], size, resize)
 
 def make_dataset(paths,                  # image files
                  labels,                 # integer class of each file
                  image_size:int=128,     # side of the square images, px
-                 batch_size:int=32,
+                 batch_size:int=32,      # images a batch
                  shuffle:bool=False,     # training: a Shuffled, one order per epoch
                  seed:int=0,             # shuffle seed
                  resize:str='pad',       # see fit_square
@@ -101,7 +104,13 @@ class StudyData:
             raise DataError(f"the {split} split of {root} has no training image of {', '.join(missing)}")
         return cls(Path(root), classes, parts, split)
 
-    def dataset(self, part:str, image_size:int=128, batch_size:int=32, shuffle:bool=False, seed:int=0):
+    def dataset(self,
+                part:str,           # 'train', 'val' or 'test'
+                image_size:int=128, # side of the square input, px
+                batch_size:int=32,  # images a batch
+                shuffle:bool=False, # shuffle the images each epoch (training)
+                seed:int=0,         # seed of the shuffle and of the augmentation's draws
+               ):
         "A tf.data pipeline over one part ('train', 'val' or 'test'); with `shuffle`, a `Shuffled` (one pipeline per epoch)."
         t = self.parts[part]
         return make_dataset([self.root/p for p in t.path], t.y, image_size, batch_size, shuffle=shuffle, seed=seed)

@@ -42,11 +42,11 @@ def load_predictor(model, # a finished run directory, or a .keras file (in a run
     return net, classes if isinstance(classes, list) and len(classes) == k else [f'class {i}' for i in range(k)]
 
 # %% ../nbs/33_predict.ipynb #e942dc9a
-def predict(model,                 # run directory or .keras file
-            images,                # image files
-            top_k:int=3,           # classes to report per image
-            batch_size:int=32,
-           )->pd.DataFrame:        # one row per file: file, error, then class_1, prob_1, ... class_k, prob_k
+def predict(model,             # run directory or .keras file
+            images,            # image files
+            top_k:int=3,       # classes to report per image
+            batch_size:int=32, # images predicted at once
+           )->pd.DataFrame:    # one row per file: file, error, then class_1, prob_1, ... class_k, prob_k
     "Top-k classes and probabilities for each image; unreadable files get their reason in `error`."
     net, classes = load_predictor(model)
     size, rows, arrays = net.inputs[0].shape[1], [], []

@@ -50,10 +50,10 @@ def run_test_images(run:Run,      # a finished run
     return test, images, study.classes
 
 # %% ../nbs/32_report.ipynb #743e38db
-def images_per_second(model:keras.Model,
-                      images:np.ndarray,    # uint8 batch, as the model takes it
-                      batch_size:int=32,
-                      repeats:int=2,        # passes over images timed
+def images_per_second(model:keras.Model, # a trained Keras model
+                      images:np.ndarray, # uint8 batch, as the model takes it
+                      batch_size:int=32, # images a call
+                      repeats:int=2,     # passes over images timed
                      )->float:
     "Inference throughput of `model` on `images` (after a warm-up batch that pays for tracing)."
     model.predict(images[:batch_size], verbose=0)
@@ -172,8 +172,8 @@ def summarise(evaluations:list[Evaluation], # the runs scored, each on its test 
 
 # %% ../nbs/32_report.ipynb #2057e7d2
 def results_table(results:dict,     # as summarise returns it, or read from results.json
-                  metrics=HEADLINE,
-                  digits:int=3,
+                  metrics=HEADLINE, # the metrics shown, in order
+                  digits:int=3,     # decimals of each number
                  )->pd.DataFrame:   # one row per evaluation
     "Images and each metric as 'value [low, high]', from `results.json`."
     rows = {}
@@ -216,9 +216,9 @@ def results_markdown(results:dict)->str:
 
 # %% ../nbs/32_report.ipynb #fadfebf6
 @report_style
-def plot_metric_bars(results:dict,
-                     metrics=HEADLINE,
-                     chance:float|None=None,  # accuracy of guessing, drawn as a dotted line
+def plot_metric_bars(results:dict,           # as summarise gives them
+                     metrics=HEADLINE,       # the metrics drawn, a panel each
+                     chance:float|None=None, # accuracy of guessing, drawn as a dotted line
                     ):
     "One panel per metric, a bar per evaluation (its run and test set) with its 95 % cluster interval, chance as a line: `plot_metric_intervals`, as the study draws its arms."
     rows = [{'name': f"{r['run']} ({r['test_set'].replace('_', ' ')})", 'metric': k, 'value': r['metrics'][k], 'low': r['ci95'][k][0],
@@ -278,7 +278,11 @@ def plot_gradcams(shown:list[Evaluation], n:int=6):
 FIGURES = ('metrics.png', 'per_class_f1.png', 'curves.png', 'reliability.png', 'confusion.png', 'gradcam.png')  # files `evaluate_runs` writes
 
 # %% ../nbs/32_report.ipynb #d47797ee
-def draw_figures(runs:list[Run], evaluations:list[Evaluation], results:dict, gradcam_images:int=6)->dict:
+def draw_figures(runs:list[Run],               # the runs scored
+                 evaluations:list[Evaluation], # their evaluations (evaluate_run)
+                 results:dict,                 # as summarise gives them
+                 gradcam_images:int=6,         # X-rays in the Grad-CAM figure (a few more if needed)
+                )->dict:
     "Every figure of the report, by its file name in `FIGURES`."
     shown = shown_evaluations(evaluations)
     return {'metrics.png': plot_metric_bars(results, chance=1 / len(evaluations[0].classes)),
@@ -289,11 +293,11 @@ def draw_figures(runs:list[Run], evaluations:list[Evaluation], results:dict, gra
             'gradcam.png': plot_gradcams(shown, gradcam_images)}
 
 # %% ../nbs/32_report.ipynb #9bea1259
-def write_report(out:Path,       # the report's folder
-                 results:dict,   # as summarise returns it
-                 figures:dict,   # file name -> matplotlib figure
-                 dpi:int=100,
-                )->list[str]:    # the files written, in order
+def write_report(out:Path,     # the report's folder
+                 results:dict, # as summarise returns it
+                 figures:dict, # file name -> matplotlib figure
+                 dpi:int=100,  # resolution of the PNG files
+                )->list[str]:  # the files written, in order
     "Write results.md and the figures, each whole, then results.json last; an old results.json is deleted first."
     out = Path(out)
     (out/'results.json').unlink(missing_ok=True)   # from here on no results.json claims the files beside it

