@@ -52,7 +52,12 @@ MIN_CORRELATION = 0.87   # refined crop-aware correlation at or over which a pai
 CANDIDATE_CORRELATION = 0.60 # stage-1 correlation a pair needs to be refined
 WINDOWS = list(itertools.product((0, .08, .16), repeat=4))  # crop windows: fractions cut off left, top, right, bottom
 
-def trim_borders(a:np.ndarray, rel:float=0.03, max_iter:int=4, min_size:int=8, shave:int=2)->np.ndarray:
+def trim_borders(a:np.ndarray,   # a grey image, as a 2-D array
+                 rel:float=0.03, # what counts as uniform: a spread under this fraction of the image's range
+                 max_iter:int=4, # passes at most (a white pad around a black frame takes two)
+                 min_size:int=8, # never trimmed below this side, px
+                 shave:int=2,    # px cut off every side afterwards
+                )->np.ndarray:
     "Strip nearly uniform edge rows and columns, repeatedly (a white pad around a black frame), then `shave` px more."
     for _ in range(max_iter):
         h, w = a.shape
@@ -106,7 +111,10 @@ def highpass(thumb:np.ndarray, sigma:float=12.0)->Image.Image:
     a = thumb.astype(np.float32)
     return Image.fromarray(np.ascontiguousarray(a - gaussian_filter(a, sigma, mode='nearest')))
 
-def window_vector(hp:Image.Image, box, s:int)->np.ndarray:
+def window_vector(hp:Image.Image, # a high-passed thumbnail (highpass)
+                  box,            # fractions cut off left, top, right and bottom
+                  s:int,          # side of the square the crop is resized to, px
+                 )->np.ndarray:
     "Crop `box` (fractions cut off left, top, right, bottom), resize to `s` x `s`, zero mean, unit length."
     n = hp.width
     l, t, r, b = box
@@ -114,7 +122,10 @@ def window_vector(hp:Image.Image, box, s:int)->np.ndarray:
     x = x - x.mean()
     return x / (np.linalg.norm(x) + 1e-6)
 
-def crop_correlations(thumbs:np.ndarray, s:int=16, chunk:int=32)->tuple[np.ndarray, np.ndarray]:
+def crop_correlations(thumbs:np.ndarray, # the images' thumbnails, (n, side, side)
+                      s:int=16,          # side of each window's vector, px
+                      chunk:int=32,      # images compared at once (bounds the memory)
+                     )->tuple[np.ndarray, np.ndarray]:
     "Stage 1, all pairs: best correlation of a crop window of i with an orientation of j, and which one."
     hps = [highpass(t) for t in thumbs]
     full = np.stack([np.stack([dihedral(window_vector(h, (0, 0, 0, 0), s).reshape(s, s), g).ravel() for g in range(8)]) for h in hps])
@@ -131,8 +142,14 @@ def crop_correlations(thumbs:np.ndarray, s:int=16, chunk:int=32)->tuple[np.ndarr
 _TURNS = [[], [Image.Transpose.ROTATE_90], [Image.Transpose.ROTATE_180], [Image.Transpose.ROTATE_270]]
 _TURNS += [t + [Image.Transpose.FLIP_LEFT_RIGHT] for t in _TURNS]
 
-def refined_correlation(hp_a:Image.Image, hp_b:Image.Image, box_a, g:int, s:int=32,
-                        steps=(.04, .02, .01), limit:float=.3)->float:
+def refined_correlation(hp_a:Image.Image,      # the high-passed thumbnail whose crop window is refined
+                        hp_b:Image.Image,      # the other one, turned by `g`
+                        box_a,                 # stage 1's crop window of `a` (fractions cut off)
+                        g:int,                 # stage 1's orientation of `b`: 0-7, the square's symmetries
+                        s:int=32,              # side of the compared vectors, px
+                        steps=(.04, .02, .01), # coordinate-ascent step sizes, coarse to fine
+                        limit:float=.3,        # largest fraction cut off any side
+                       )->float:
     "Stage 2: the correlation of a crop of `a` with a crop of orientation `g` of `b`, both boxes refined by coordinate ascent."
     for op in _TURNS[g]: hp_b = hp_b.transpose(op)
     crops = {}
@@ -202,7 +219,7 @@ def duplicate_groups(images:pd.DataFrame,  # usable images: path, ...
 def group_holdout(labels,     # class of each image
                   groups,     # group of each image
                   size:float, # share to hold out (rounded to 1/k for k folds)
-                  seed:int=0,
+                  seed:int=0, # seed of the draw: the same seed, the same split
                  )->np.ndarray: # True for the held-out images
     "Hold out about `size` of the images, stratified by class, whole groups only."
     labels, groups = np.asarray(labels), np.asarray(groups)
@@ -215,9 +232,9 @@ def group_holdout(labels,     # class of each image
         except ValueError as e: raise DataError(f'too few images to hold out {size:.0%} of them by class and group ({e})') from None
     return held
 
-def leakage_free_split(labels, # class of each image
-                       groups, # group of each image, from duplicate_groups
-                       seed:int=0,
+def leakage_free_split(labels,               # class of each image
+                       groups,               # group of each image, from duplicate_groups
+                       seed:int=0,           # seed of the draw: the same seed, the same split
                        test_size:float=0.15, # share of images for testing
                        val_size:float=0.15,  # share for validation
                       )->np.ndarray:         # 'train', 'val' or 'test' per image
@@ -236,7 +253,7 @@ CV_FOLDS = 5                           # folds of the study's cross-validation
 def cv_folds(labels,         # class of each image
              groups,         # group of each image, from duplicate_groups
              k:int=CV_FOLDS, # number of folds
-             seed:int=0,
+             seed:int=0,     # seed of the deal: the same seed, the same folds
             )->np.ndarray:   # the fold (0 .. k-1) of each image
     "Stratified group k-fold: each image in exactly one test fold, whole groups only."
     labels, groups = np.asarray(labels), np.asarray(groups)
@@ -281,7 +298,10 @@ def leaked(splits:pd.DataFrame,    # path, label and a split column
     hits = set(pairs.path_a[(a == held) & (b != held)]) | set(pairs.path_b[(b == held) & (a != held)])
     return splits.path.isin(hits) & (splits[column] == held)
 
-def leak_table(splits:pd.DataFrame, pairs:pd.DataFrame, column:str='official')->pd.DataFrame:
+def leak_table(splits:pd.DataFrame,   # the audit's split table
+               pairs:pd.DataFrame,    # near_duplicates' pairs
+               column:str='official', # the split column read: 'official' or 'leakage_free'
+              )->pd.DataFrame:
     "Per class: test images, how many have a near-copy in training, and the share."
     t = splits.assign(leaked=leaked(splits, pairs, column))[lambda d: d[column] == 'test']
     table = t.groupby('label').agg(test_images=('path', 'size'), with_copy_in_train=('leaked', 'sum'))
@@ -361,10 +381,10 @@ def pairs_key(root:Path, images:pd.DataFrame)->str:
     for path in images.path: h.update(path.encode() + b'\0' + hashlib.sha1((Path(root)/path).read_bytes()).digest())
     return h.hexdigest()[:24]
 
-def cached_near_duplicates(root:Path,
-                           images:pd.DataFrame,  # usable images: path, label, split
-                           fingerprints,         # returns their fingerprints; called only when the pairs are not cached
-                           cache:bool=True,
+def cached_near_duplicates(root:Path,           # the dataset's folder (its files key the cache)
+                           images:pd.DataFrame, # usable images: path, label, split
+                           fingerprints,        # returns their fingerprints; called only when the pairs are not cached
+                           cache:bool=True,     # False: search again, whatever is cached
                           )->tuple[pd.DataFrame, bool]:
     "`near_duplicates`, computed once per set of files: the pairs, and whether they came from the cache."
     if not cache: return near_duplicates(images, fingerprints()), False

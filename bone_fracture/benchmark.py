@@ -111,10 +111,10 @@ class PythonBatches:
             yield np.stack([np.asarray(Image.open(self.paths[k]).convert('RGB').resize(size)) for k in idx]), self.labels[idx]
 
 # %% ../nbs/50_benchmark.ipynb #85fb59f6
-def epoch_times(make,            # returns a fresh loader; iterating it once is one epoch
-                epochs:int=3,
-                repeats:int=3,   # fresh loaders timed
-                warmup:int=1,    # fresh loaders run untimed first (the operating system's file cache, tracing)
+def epoch_times(make,          # returns a fresh loader; iterating it once is one epoch
+                epochs:int=3,  # epochs a repetition
+                repeats:int=3, # fresh loaders timed
+                warmup:int=1,  # fresh loaders run untimed first (the operating system's file cache, tracing)
                )->tuple[np.ndarray, int]: # seconds (repeats x epochs), and images in an epoch
     "Seconds of each epoch of fresh loaders, every batch taken as a training loop takes it."
     def run():
@@ -131,12 +131,13 @@ def epoch_times(make,            # returns a fresh loader; iterating it once is 
 # %% ../nbs/50_benchmark.ipynb #85479a60
 PIPELINES = ('ours: decode once, cache, prefetch', 'keras image_dataset_from_directory', 'python loop, every epoch')
 
-def pipeline_table(sd:StudyData,             # the study's data: its training part is read
-                   sizes=(64, 224),          # image sizes, px
-                   batch_size:int=32,
-                   epochs:int=3,
-                   repeats:int=3, warmup:int=1,
-                  )->pd.DataFrame:           # images/s by size and pipeline: each epoch, and epochs 2+ together
+def pipeline_table(sd:StudyData,      # the study's data: its training part is read
+                   sizes=(64, 224),   # image sizes, px
+                   batch_size:int=32, # images a batch
+                   epochs:int=3,      # epochs a repetition
+                   repeats:int=3,     # timed repetitions: the median is reported
+                   warmup:int=1,      # untimed runs first (tracing, the file cache)
+                  )->pd.DataFrame:    # images/s by size and pipeline: each epoch, and epochs 2+ together
     "Images per second of our input pipeline and of the two that published notebooks use, over the same training images."
     t = sd.parts['train']
     paths, labels, rows = [sd.root/p for p in t.path], t.y.values, {}
@@ -179,11 +180,12 @@ def bench_precisions()->tuple:
     return ('float32', 'mixed_float16') if has_gpu() else ('float32', 'mixed_bfloat16') if cpu_has_bf16() else ('float32',)
 
 # %% ../nbs/50_benchmark.ipynb #08e412a2
-def matmul_peak(precision:str='float32',  # a Keras dtype policy: its compute dtype is timed ('mixed_bfloat16': bfloat16)
-                n:int|None=None,          # side of the square matrices (None: 2048 on a CPU, 8192 on a GPU)
-                chain:int=4,              # products in each timed call
-                repeats:int=5, warmup:int=1,
-               )->Timing:                 # GFLOP/s
+def matmul_peak(precision:str='float32', # a Keras dtype policy: its compute dtype is timed ('mixed_bfloat16': bfloat16)
+                n:int|None=None,         # side of the square matrices (None: 2048 on a CPU, 8192 on a GPU)
+                chain:int=4,             # products in each timed call
+                repeats:int=5,           # timed repetitions: the median is reported
+                warmup:int=1,            # untimed runs first (tracing, the file cache)
+               )->Timing:                # GFLOP/s
     "GFLOP/s of large square matrix products in the compute dtype of `precision`: the most this machine does in it."
     n = n or (8192 if has_gpu() else 2048)
     dtype = keras.mixed_precision.Policy(resolve_precision(precision)).compute_dtype
@@ -206,16 +208,16 @@ def _random_batch(batch_size:int, image_size:int, num_classes:int)->tuple[np.nda
     rng = np.random.default_rng(0)
     return rng.integers(0, 256, (batch_size, image_size, image_size, 3), dtype=np.uint8), rng.integers(0, num_classes, batch_size)
 
-def model_throughput(model:str='vgg16',        # 'custom', 'vgg16' or 'resnet50' (random weights, every layer trainable)
-                     precision:str='float32',  # a Keras dtype policy, or 'auto'
-                     image_size:int=128,
-                     batch_size:int=32,
-                     steps:int=1,              # steps in each timed repeat
-                     repeats:int=5,
-                     warmup:int=1,             # untimed steps after the first
-                     jit_compile=None,         # XLA; None: on GPUs only, as training does
-                     num_classes:int=10,
-                    )->dict:                   # first step (s), training and inference images/s, forward GFLOP per image
+def model_throughput(model:str='vgg16',       # 'custom', 'vgg16' or 'resnet50' (random weights, every layer trainable)
+                     precision:str='float32', # a Keras dtype policy, or 'auto'
+                     image_size:int=128,      # side of the square input, px
+                     batch_size:int=32,       # images a batch
+                     steps:int=1,             # steps in each timed repeat
+                     repeats:int=5,           # timed repetitions: the median is reported
+                     warmup:int=1,            # untimed steps after the first
+                     jit_compile=None,        # XLA; None: on GPUs only, as training does
+                     num_classes:int=10,      # classes of the head
+                    )->dict:                  # first step (s), training and inference images/s, forward GFLOP per image
     "Training and inference images per second of one model in one precision, on random images held in memory."
     with precision_policy(precision) as policy:
         net, (x, y) = _random_weights_model(model, image_size, num_classes, jit_compile), _random_batch(batch_size, image_size, num_classes)
@@ -228,13 +230,16 @@ def model_throughput(model:str='vgg16',        # 'custom', 'vgg16' or 'resnet50'
             'train img/s': train.per(steps * batch_size), 'infer img/s': infer.per(steps * batch_size)}
 
 # %% ../nbs/50_benchmark.ipynb #7ad72acd
-def model_table(models=MODELS,               # architectures
-                sizes=(64, 128, 224),        # image sizes, px
-                precisions=None,             # Keras dtype policies (None: bench_precisions())
-                xla=None,                    # XLA settings timed (None: off and on on a GPU, off on a CPU)
-                batch_size:int=32, steps:int=1, repeats:int=5, warmup:int=1,
-                matmul_n:int|None=None,      # side of the peak's matrices (see matmul_peak)
-               )->pd.DataFrame:              # one row per model, precision, XLA setting and size
+def model_table(models=MODELS,          # architectures
+                sizes=(64, 128, 224),   # image sizes, px
+                precisions=None,        # Keras dtype policies (None: bench_precisions())
+                xla=None,               # XLA settings timed (None: off and on on a GPU, off on a CPU)
+                batch_size:int=32,      # images a batch
+                steps:int=1,            # training steps a timed repetition
+                repeats:int=5,          # timed repetitions: the median is reported
+                warmup:int=1,           # untimed runs first (tracing, the file cache)
+                matmul_n:int|None=None, # side of the peak's matrices (see matmul_peak)
+               )->pd.DataFrame:         # one row per model, precision, XLA setting and size
     "Images/s of each model, the GFLOP/s they achieve, and their fraction of the matmul peak of the same precision."
     rows = []
     for p in precisions or bench_precisions():
@@ -253,14 +258,14 @@ def _first_and_last(ds:tf.data.Dataset)->tf.data.Dataset:
     "The first and the last batch of `ds`: fitting on them traces both batch shapes of an epoch."
     return ds.take(1).concatenate(ds.skip(len(ds) - 1))
 
-def phase1_timing(model:str='vgg16',     # 'vgg16' or 'resnet50'
-                  data='demo',           # a folder, 'demo', 'kaggle', or a StudyData
-                  image_size:int=224,
-                  batch_size:int=32,
-                  repeats:int=3,
-                  epochs:int|None=None,  # phase-1 epochs of the totals (None: TrainConfig's default)
-                  precision:str='auto',
-                 )->dict:                # seconds, and the ratios of the two ways
+def phase1_timing(model:str='vgg16',    # 'vgg16' or 'resnet50'
+                  data='demo',          # a folder, 'demo', 'kaggle', or a StudyData
+                  image_size:int=224,   # side of the square input, px
+                  batch_size:int=32,    # images a batch
+                  repeats:int=3,        # timed repetitions: the median is reported
+                  epochs:int|None=None, # phase-1 epochs of the totals (None: TrainConfig's default)
+                  precision:str='auto', # a Keras dtype policy, or 'auto'
+                 )->dict:               # seconds, and the ratios of the two ways
     "Phase 1 on images against on cached features: an epoch on images, extracting the features once, an epoch on them, and the totals."
     sd = data if isinstance(data, StudyData) else study_data(data)[0]
     epochs = epochs or TrainConfig().epochs
@@ -285,10 +290,10 @@ def phase1_timing(model:str='vgg16',     # 'vgg16' or 'resnet50'
             'epoch ratio': on_images / on_features, 'total ratio': images_total / cached_total}
 
 # %% ../nbs/50_benchmark.ipynb #50a95430
-def synthetic_dataset(n_images:int,   # about this many images, over the five demo classes
-                      dest:Path,      # folder to write them into
-                      seed:int=0,
-                     )->Path:         # the dataset's root
+def synthetic_dataset(n_images:int, # about this many images, over the five demo classes
+                      dest:Path,    # folder to write them into
+                      seed:int=0,   # seed of the demo images
+                     )->Path:       # the dataset's root
     "About `n_images` demo X-rays, a fifth of them in Test with the planted near-copies."
     per_class = max(8, round(n_images / len(DEMO_CLASSES)))
     n_test = max(2, per_class // 5)
@@ -314,10 +319,10 @@ def _audit_once(root:Path, seed:int=0)->dict:
     if res.returncode: raise RuntimeError(f"the audit of {root} failed: {(res.stderr.strip().splitlines() or ['?'])[-1]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
 
-def audit_cost(n_images:int,      # synthetic images to audit
-               repeats:int=2,     # whole audits timed, each in a fresh process
-               seed:int=0,
-              )->dict:            # seconds and peak memory of the audit, and its stages once
+def audit_cost(n_images:int,  # synthetic images to audit
+               repeats:int=2, # whole audits timed, each in a fresh process
+               seed:int=0,    # seed of the synthetic images and of the audit's split
+              )->dict:        # seconds and peak memory of the audit, and its stages once
     "The cost of auditing `n_images` synthetic X-rays, whole and by stage: fingerprints, all-pairs stage 1, candidate pairs refined."
     with tempfile.TemporaryDirectory() as tmp:
         root = synthetic_dataset(n_images, Path(tmp), seed)
@@ -379,13 +384,13 @@ def epoch_seconds(models:pd.DataFrame,  # from model_table
     return t.assign(exponent=[growth(t.columns.values, row.values)['exponent'] for _, row in t.iterrows()])
 
 # %% ../nbs/50_benchmark.ipynb #857d84d3
-def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50' (random weights, all trainable)
-                       build:bool=True,        # create optimizer and metric variables first (build_state)
-                       image_size:int=48,
-                       batch_size:int=16,
-                       precision:str='auto',
-                       num_classes:int=5,
-                      )->float:                # seconds of the first fit step, tracing included
+def first_step_seconds(model:str='resnet50', # 'custom', 'vgg16' or 'resnet50' (random weights, all trainable)
+                       build:bool=True,      # create optimizer and metric variables first (build_state)
+                       image_size:int=48,    # side of the square input, px
+                       batch_size:int=16,    # images a batch
+                       precision:str='auto', # a Keras dtype policy, or 'auto'
+                       num_classes:int=5,    # classes of the head
+                      )->float:              # seconds of the first fit step, tracing included
     "Seconds of a model's first training step (tracing it), with or without `build_state` before it."
     with precision_policy(precision):
         net = _random_weights_model(model, image_size, num_classes)
@@ -396,7 +401,11 @@ def first_step_seconds(model:str='resnet50',   # 'custom', 'vgg16' or 'resnet50'
         return time.perf_counter() - start
 
 # %% ../nbs/50_benchmark.ipynb #6f9ef652
-def first_step_table(models=MODELS, image_size:int=48, batch_size:int=16, repeats:int=3)->pd.DataFrame:
+def first_step_table(models=MODELS,     # the architectures timed
+                     image_size:int=48, # side of the square input, px
+                     batch_size:int=16, # images a batch
+                     repeats:int=3,     # timed repetitions: the median is reported
+                    )->pd.DataFrame:
     "First-step seconds of each model with the state built lazily (Keras' default) and eagerly (`build_state`)."
     if not models: return pd.DataFrame(columns=['lazy (s)', 'build_state first (s)', 'saved']).rename_axis('model')
     t = pd.DataFrame({m: {'lazy (s)': Timing.of([first_step_seconds(m, False, image_size, batch_size) for _ in range(repeats)]),

@@ -101,7 +101,10 @@ def _greenstick(s, t, half_len, hw, gw, rng):
 FRACTURES = dict(zip(DEMO_CLASSES, [_transverse, _oblique, _spiral, _comminuted, _greenstick]))
 
 # %% ../nbs/00_demo.ipynb #046f3535
-def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndarray:
+def render_xray(label:str,               # the fracture type drawn
+                rng:np.random.Generator, # the random generator: the bone, the break and the noise
+                size:int=96,             # side, px
+               )->np.ndarray:
     "Render one uint8 grayscale image of class `label`, about `size` px (-20..+25 %), rarely square."
     scale, aspect = rng.uniform(0.8, 1.25), rng.uniform(0.85, 1.18)
     h, w = int(round(size * scale * aspect ** 0.5)), int(round(size * scale / aspect ** 0.5))
@@ -137,7 +140,10 @@ def render_xray(label: str, rng: np.random.Generator, size: int = 96) -> np.ndar
     return (img * 255).round().astype(np.uint8)
 
 # %% ../nbs/00_demo.ipynb #ca95141d
-def near_copy(img: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+def near_copy(img:np.ndarray,          # an X-ray as render_xray draws it
+              kind:str,                # the edit made
+              rng:np.random.Generator, # the random generator of the edit
+             )->np.ndarray:
     "A near-duplicate of `img`: 'mirror', 'pad' (black border), 'contrast' or 'rot90'."
     if kind == 'mirror':
         return img[:, ::-1]
@@ -165,8 +171,13 @@ def _leak_plan(n_classes, n_train, rng):
     return plan
 
 
-def make_demo_dataset(dest, n_train: int = 40, n_test: int = 10, size: int = 96, seed: int = 0,
-                      leaks: bool = True) -> Path:
+def make_demo_dataset(dest,            # the folder written
+                      n_train:int=40,  # Train images a class
+                      n_test:int=10,   # Test images a class
+                      size:int=96,     # side, px
+                      seed:int=0,      # seed of every draw
+                      leaks:bool=True, # plant near-copies across Train and Test, some with another label
+                     )->Path:
     """Write the synthetic dataset under `dest` and return `dest/'Bone Break Classification'`.
 
     Each of the `DEMO_CLASSES` gets `n_train` Train and `n_test` Test RGB JPEGs (grey content,
