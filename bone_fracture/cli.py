@@ -39,7 +39,10 @@ def import_tensorflow():
     with native_stderr_held(): import tensorflow
 
 # %% ../nbs/90_cli.ipynb #b07b1005
-def at_least(name:str, value, low):
+def at_least(name:str, # the option, as its field is named ('batch_size')
+             value,    # what the user gave
+             low,      # the least it may be
+            ):
     "`value`, if it is a finite number of at least `low`; a one-line `UserError` otherwise."
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= low):
         raise UserError(f'--{name.replace("_", "-")} must be at least {low}, not {value}')
@@ -138,7 +141,7 @@ def export(model:str,                # a run directory or a .keras file
 # %% ../nbs/90_cli.ipynb #59c57c8b
 def serve(model:str,                 # a run directory or a .keras file
           host:str='127.0.0.1',      # 127.0.0.1: this machine only; 0.0.0.0 opens the page to the network
-          port:int=8000,
+          port:int=8000,             # the port the page is served on
          ):
     "Serve a local web page to try a model on X-rays (JPEG, PNG or DICOM): top classes, Grad-CAM and its held-out accuracy. Not for clinical use."
     port = at_least('port', port, 0)

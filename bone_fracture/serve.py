@@ -50,7 +50,7 @@ def explain_upload(net,                 # the Keras model
                    path:Path,           # the uploaded file, saved under its own name
                    name:str,            # the name the user gave it (shown; never a DICOM tag)
                    layer:str,           # the layer Grad-CAM reads (gradcam_layer)
-                   top_k:int=3,
+                   top_k:int=3,         # classes shown, most probable first
                   )->dict:              # name, error or top (class, probability) pairs, and the two images as data URLs
     "One uploaded X-ray: its top classes and its Grad-CAM map, or the reason it cannot be read."
     from bone_fracture.interpret import grad_cam
@@ -138,7 +138,7 @@ def make_app(model,   # a finished run directory, or a .keras file
 # %% ../nbs/35_serve.ipynb #e440fb64
 def serve(model,                 # a finished run directory, or a .keras file
           host:str='127.0.0.1',  # 127.0.0.1: this machine only; 0.0.0.0 opens it to the network
-          port:int=8000,
+          port:int=8000,         # the port the page is served on (0: any free one)
          ):
     "Serve the demo page of `model` until Ctrl-C."
     from werkzeug.serving import make_server
