@@ -455,7 +455,9 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
     import matplotlib.pyplot as plt, seaborn as sns
     from matplotlib.ticker import PercentFormatter
     fig, ax = plt.subplots(figsize=(COLUMN_WIDTH, 0.45 * folds.model.nunique() + 1.6))
-    sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=7, jitter=0.15)
+    state = np.random.get_state(); np.random.seed(0)   # seaborn jitters the points with NumPy's global generator: seeded, the figure
+    try: sns.stripplot(folds.assign(model=folds.model.map(lambda m: names.get(m, m))), x='accuracy', y='model', hue='fold', ax=ax, size=7, jitter=0.15)
+    finally: np.random.set_state(state)                # is the same each time it is drawn, and the caller's draws are untouched
     sizes = folds.groupby('fold').images.first()
     span = f'{sizes.min()}' if sizes.min() == sizes.max() else f'{sizes.min()}–{sizes.max()}'
     ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
