@@ -13,7 +13,7 @@ import pandas as pd
 
 from .audit import run_audit
 from .data import DataError, UserError, atomic_write, fold_of, get_data, locked
-from .interpret import COLUMN_WIDTH, plot_class_f1, plot_metric_intervals, report_style
+from .interpret import COLUMN_WIDTH, legend_beneath, plot_class_f1, plot_metric_intervals, report_style
 from .metrics import HEADLINE, CALIBRATION, CALIBRATION_BINS, calibration_ci, class_auc_ci, classification_metrics, cluster_bootstrap_ci, fit_temperature, per_class_f1_ci, leak_inflation, tempered, \
     paired_cluster_bootstrap, paired_comparisons, reliability, rounded, selection_bound, topk_ci
 from .prose import joined, study_sentences
@@ -462,8 +462,8 @@ def plot_fold_spread(folds:pd.DataFrame, names:dict):
     span = f'{sizes.min()}' if sizes.min() == sizes.max() else f'{sizes.min()}–{sizes.max()}'
     ax.xaxis.set_major_formatter(PercentFormatter(1, decimals=0))
     ax.set(xlabel=f"accuracy on a fold's held-out images ({span} a fold)", ylabel='', xlim=(0, max(0.5, folds.accuracy.max() * 1.15)))
-    ax.legend(title='fold', loc='lower right', ncol=len(sizes), framealpha=1)
-    fig.tight_layout()
+    handles, labels = ax.get_legend_handles_labels(); ax.get_legend().remove()
+    legend_beneath(fig, handles, labels, ncol=len(sizes), title='fold')   # beneath the axes: it hides no row
     return fig
 
 # %% ../nbs/38_study.ipynb #c1643ca7
