@@ -24,8 +24,8 @@ def made_up_results(accs:dict,           # accuracy of each arm and baseline: {'
     "A study's results with these numbers, for lessons: every arm paired with every later one and with the bar."
     arms = [m for m in accs if m not in BASELINES]
     w = .015 if p_holm < .05 else .05   # paired intervals that agree with the p-value
-    pair = lambda a, b: {'a': a, 'b': b, 'difference': accs[a] - accs[b], 'low': accs[a] - accs[b] - w,
-                         'high': accs[a] - accs[b] + w, 'p_value': p_holm, 'p_holm': p_holm}
+    d = lambda a, b, by=0: round(accs[a] - accs[b] + by, 6)   # as results.json rounds them
+    pair = lambda a, b: {'a': a, 'b': b, 'difference': d(a, b), 'low': d(a, b, -w), 'high': d(a, b, w), 'p_value': p_holm, 'p_holm': p_holm}
     return {'config': {'models': ','.join(arms), 'folds': 5, 'resamples': 2000}, 'arms': arms, 'names': {m: name(m) for m in accs},
             'cross_validation': {'images': 1000, 'scores': {m: {'metrics': {'accuracy': a}, 'ci95': {'accuracy': [a - .05, a + .05]},
                                                                 'classes_predicted': 1 if m in one_class else 10} for m, a in accs.items()},
