@@ -11,7 +11,7 @@ from fastcore.docments import docments
 
 from .data import UserError
 from .runs import TrainConfig
-from .study import StudyConfig
+from .presets import StudyConfig
 
 # %% auto #0
 __all__ = ['COMMANDS', 'OPTIONS_FROM', 'native_stderr_held', 'import_tensorflow', 'at_least', 'audit', 'train', 'study', 'bench',
@@ -76,7 +76,8 @@ def study(out:str='runs/study',      # the study folder: run again with the same
           adopt:str='',              # an earlier study folder: its runs with the very same settings are taken, not retrained
           **config):                 # any field of StudyConfig, overriding the preset
     "Run the study: audit, grouped cross-validation of every model, the official split, evaluation and report."
-    from bone_fracture.study import run_study, study_config
+    from bone_fracture.presets import study_config
+    from bone_fracture.study import run_study
     cfg = study_config(preset, **config)
     import_tensorflow()
     results = run_study(cfg, out, only=only or None, adopt=adopt or None)
