@@ -122,12 +122,11 @@ def window_vector(hp:Image.Image, # a high-passed thumbnail (highpass)
     x = x - np.float32(np.add.reduce(x) / np.intp(x.size))   # x.mean() and np.linalg.norm(x) to the bit, without their
     return x / (np.sqrt(x.dot(x)) + 1e-6)                     # overhead: the audit calls this ~100 times a candidate pair
 
-def crop_correlations(thumbs:np.ndarray, # the images' thumbnails, (n, side, side)
-                      s:int=16,          # side of each window's vector, px
-                      chunk:int=32,      # images compared at once (bounds the memory)
+def crop_correlations(hps:list,  # the images' high-passed thumbnails (highpass), which stage 2 refines too
+                      s:int=16,   # side of each window's vector, px
+                      chunk:int=32, # images compared at once (bounds the memory)
                      )->tuple[np.ndarray, np.ndarray]:
     "Stage 1, all pairs: best correlation of a crop window of i with an orientation of j, and which one."
-    hps = [highpass(t) for t in thumbs]
     full = np.stack([np.stack([dihedral(window_vector(h, (0, 0, 0, 0), s).reshape(s, s), g).ravel() for g in range(8)]) for h in hps])
     win = np.stack([np.stack([window_vector(h, w, s) for w in WINDOWS]) for h in hps])
     n, k, d = full.shape
@@ -182,9 +181,9 @@ def near_duplicates(images:pd.DataFrame,   # usable images: path, label, split
     if len(images) < 2: return pd.DataFrame(columns=cols)
     thumbs, bits = np.stack([f[0] for f in fps]), np.stack([f[1] for f in fps])
     d_hash = hash_distances(bits)
-    stage1, which = crop_correlations(thumbs)
+    hps = [highpass(t) for t in thumbs]   # once: both stages read them
+    stage1, which = crop_correlations(hps)
     sym = np.maximum(stage1, stage1.T)
-    hps = [highpass(t) for t in thumbs]
     def refine(ij):
         i, j = ij
         a, b = (i, j) if stage1[i, j] >= stage1[j, i] else (j, i)   # `a` gives the crop window

@@ -17,7 +17,7 @@ from fastcore.basics import patch
 from PIL import Image
 from scipy.optimize import nnls
 
-from .audit import CANDIDATE_CORRELATION, NEAR_DUP_BITS, crop_correlations, fingerprint, hash_distances
+from .audit import CANDIDATE_CORRELATION, NEAR_DUP_BITS, crop_correlations, fingerprint, hash_distances, highpass
 from .compute import build_state, compile_model, cpu_has_bf16, has_gpu, precision_policy, resolve_precision
 from .data import atomic_write, audit_files, get_data, locked, scan_files
 from .demo import DEMO_CLASSES, make_demo_dataset
@@ -330,7 +330,7 @@ def audit_cost(n_images:int,  # synthetic images to audit
         root, layout = get_data(root)
         start = time.perf_counter(); _, fps = audit_files(root, scan_files(root, layout), on_image=fingerprint); t_fp = time.perf_counter() - start
         start = time.perf_counter()
-        d_hash, stage1 = hash_distances(np.stack([f[1] for f in fps])), crop_correlations(np.stack([f[0] for f in fps]))[0]
+        d_hash, stage1 = hash_distances(np.stack([f[1] for f in fps])), crop_correlations([highpass(f[0]) for f in fps])[0]
         t_pairs = time.perf_counter() - start
     n, peaks = runs[0]['images'], [r['peak'] for r in runs if r['peak'] is not None]
     candidates = int(np.triu((np.maximum(stage1, stage1.T) >= CANDIDATE_CORRELATION) | (d_hash <= NEAR_DUP_BITS), k=1).sum())  # as `near_duplicates` picks them
