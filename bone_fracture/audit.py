@@ -111,6 +111,7 @@ def highpass(thumb:np.ndarray, sigma:float=12.0)->Image.Image:
     a = thumb.astype(np.float32)
     return Image.fromarray(np.ascontiguousarray(a - gaussian_filter(a, sigma, mode='nearest')))
 
+# %% ../nbs/02_audit.ipynb #2010cbe4
 def window_vector(hp:Image.Image, # a high-passed thumbnail (highpass)
                   box,            # fractions cut off left, top, right and bottom
                   s:int,          # side of the square the crop is resized to, px
@@ -122,6 +123,7 @@ def window_vector(hp:Image.Image, # a high-passed thumbnail (highpass)
     x = x - np.float32(np.add.reduce(x) / np.intp(x.size))   # x.mean() and np.linalg.norm(x) to the bit, without their
     return x / (np.sqrt(x.dot(x)) + 1e-6)                     # overhead: the audit calls this ~100 times a candidate pair
 
+# %% ../nbs/02_audit.ipynb #f5d11db0
 def crop_correlations(hps:list,  # the images' high-passed thumbnails (highpass), which stage 2 refines too
                       s:int=16,   # side of each window's vector, px
                       chunk:int=32, # images compared at once (bounds the memory)
@@ -138,6 +140,7 @@ def crop_correlations(hps:list,  # the images' high-passed thumbnails (highpass)
         which[a:e], best[a:e] = m.argmax(2), m.max(2)
     return best, which
 
+# %% ../nbs/02_audit.ipynb #6aa516a3
 _TURNS = [[], [Image.Transpose.ROTATE_90], [Image.Transpose.ROTATE_180], [Image.Transpose.ROTATE_270]]
 _TURNS += [t + [Image.Transpose.FLIP_LEFT_RIGHT] for t in _TURNS]
 
